@@ -1,0 +1,47 @@
+"""Callbacks: the tutorial's actual-vs-predicted plot, as a PNG in the run folder and in TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+
+
+class ForecastPlot(L.Callback):
+    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1)."""
+
+    def __init__(self, dirpath: str | None = None, filename: str = "forecast.png") -> None:
+        self.dirpath, self.filename = dirpath, filename
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        results = getattr(pl_module, "test_results", None)
+        if not results or not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        dates = dm.test_dates[: len(results["actual"])]
+        actual, pred = results["actual"].cpu(), results["pred"].cpu()
+        fig, ax = plt.subplots(figsize=(11, 4.5))
+        ax.plot(dates, actual[:, 0], color="red", label=f"Real {dm.target} price")
+        ax.plot(dates, pred[:, 0], color="blue", label=f"Predicted {dm.target} price (1 day ahead)")
+        horizon = pred.shape[1]
+        if horizon > 1:
+            # the h-step forecast made on day t is for the day h-1 rows after t's first target day
+            ax.plot(dates[horizon - 1 :], pred[: len(dates) - horizon + 1, -1], color="green", alpha=0.7,
+                    label=f"Predicted (made {horizon} days ahead)")
+        ax.set(title=f"{type(pl_module).__name__}: {dm.target} price prediction", xlabel="Date",
+               ylabel=f"{dm.target} price")
+        ax.legend()
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        dirpath = Path(self.dirpath or trainer.default_root_dir)
+        dirpath.mkdir(parents=True, exist_ok=True)
+        fig.savefig(dirpath / self.filename, dpi=110)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure("test/forecast", fig, global_step=trainer.global_step)
+        plt.close(fig)
