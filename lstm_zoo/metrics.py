@@ -18,10 +18,11 @@ def forecast_metrics(pred: Tensor, actual: Tensor) -> dict[str, float]:
     MAPE is NaN (reported as undefined) when an actual price is zero, instead of torchmetrics' epsilon blow-up.
     """
     pred, actual = pred.double(), actual.double()
+    defined = bool((actual != 0).all())
     metrics = {
         "rmse": mean_squared_error(pred, actual, squared=False).item(),
         "mae": mean_absolute_error(pred, actual).item(),
-        "mape": 100 * mean_absolute_percentage_error(pred, actual).item() if bool((actual != 0).all()) else float("nan"),
+        "mape": 100 * mean_absolute_percentage_error(pred, actual).item() if defined else float("nan"),
     }
     if pred.shape[1] > 1:
         for step in range(pred.shape[1]):
