@@ -1,0 +1,62 @@
+"""Shared fixtures: a small synthetic price CSV in the tutorial's format, and composed Hydra configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+FAST = ["trainer.max_epochs=1", "data.window=10", "model.hidden_size=8", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false"]
+
+
+def write_prices_csv(path: Path, start: str = "2020-01-01", end: str = "2022-12-31", seed: int = 0,
+                     dirty: bool = False, name: str = "IBM") -> Path:
+    """Business-day OHLCV random walk in the tutorial's format (Date,Open,High,Low,Close,Volume,Name).
+
+    With dirty=True it also carries the tutorial file's defects: empty Open/Low cells on one day and a
+    trailing `-1,,,,,,` line.
+    """
+    dates = pd.bdate_range(start, end)
+    rng = np.random.default_rng(seed)
+    close = 100 + np.cumsum(rng.normal(0, 1, len(dates)))
+    frame = pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "Open": close + rng.normal(0, 0.3, len(dates)),
+                          "High": close + 1 + rng.random(len(dates)), "Low": close - 1 - rng.random(len(dates)),
+                          "Close": close, "Volume": rng.integers(1_000_000, 5_000_000, len(dates)), "Name": name})
+    frame = frame.round(2).astype({"Open": object, "Low": object})
+    if dirty:
+        frame.loc[len(frame) // 2, ["Open", "Low"]] = ""
+    frame.to_csv(path, index=False)
+    if dirty:
+        with path.open("a") as f:
+            f.write("-1,,,,,,\n")
+    return path
+
+
+@pytest.fixture
+def prices_csv(tmp_path: Path) -> Path:
+    """Three years of clean synthetic prices: train 2020-2021, test 2022 by default."""
+    return write_prices_csv(tmp_path / "prices.csv")
+
+
+def compose_train(overrides: list[str] | None = None, output_dir: Path | None = None) -> DictConfig:
+    """`conf/train.yaml` composed as `python train.py <overrides>` would, with outputs in `output_dir`."""
+    extra = [f"output_dir={output_dir}"] if output_dir is not None else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[*(overrides or []), *extra])
+
+
+@pytest.fixture
+def fast_cfg(tmp_path: Path, prices_csv: Path):
+    """Factory: a tiny, fast run on the synthetic CSV, plus any extra overrides."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_train(["data=csv", f"data.path={prices_csv}", *FAST, *overrides], tmp_path / "run")
+
+    return make
