@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-FAST = ["trainer.max_epochs=1", "data.window=10", "model.hidden_size=8", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false"]
+FAST = ["trainer.max_epochs=1", "data.window=10", "model.hidden_size=8", "~callbacks.progress_bar",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def write_prices_csv(path: Path, start: str = "2020-01-01", end: str = "2022-12-31", seed: int = 0,

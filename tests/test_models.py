@@ -1,0 +1,77 @@
+"""RNNForecaster (vanilla, stacked, gru): Keras-faithful dropout, LSTM vs GRU sizes, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lstm_zoo.models import RNNForecaster
+
+
+def recurrent_parameters(model: RNNForecaster) -> int:
+    return sum(p.numel() for p in model.layers.parameters())
+
+
+def test_gru_has_three_quarters_of_the_lstm_recurrent_parameters():
+    lstm = RNNForecaster(cell="lstm", hidden_size=50, num_layers=4, n_features=3)
+    gru = RNNForecaster(cell="gru", hidden_size=50, num_layers=4, n_features=3)
+    assert recurrent_parameters(gru) * 4 == recurrent_parameters(lstm) * 3  # 3 gates' weights vs 4
+
+
+def test_stacked_default_matches_the_tutorial_parameter_count():
+    # Keras summary of the tutorial: 10,400 + 3 x 20,200 + 51 (Keras has one bias per gate, torch two)
+    model = RNNForecaster(cell="lstm", hidden_size=50, num_layers=4, dropout=0.2)
+    extra_torch_biases = 4 * 4 * 50
+    assert model.num_parameters == 10_400 + 3 * 20_200 + 51 + extra_torch_biases
+
+
+def test_dropout_follows_every_layer_including_the_last_like_keras():
+    torch.manual_seed(0)
+    model = RNNForecaster(num_layers=1, hidden_size=16, dropout=0.5)
+    x = torch.randn(4, 12, 1)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # nn.LSTM(dropout=...) would drop nothing with one layer
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_output_is_batch_by_horizon(cell, horizon):
+    model = RNNForecaster(cell=cell, hidden_size=8, num_layers=2, n_features=3, horizon=horizon)
+    assert model(torch.randn(7, 20, 3)).shape == (7, horizon)
+
+
+def test_bidirectional_head_sees_the_backward_final_state():
+    torch.manual_seed(0)
+    model = RNNForecaster(hidden_size=8, num_layers=1, dropout=0.0, bidirectional=True).eval()
+    x = torch.randn(2, 15, 1)
+    changed = x.clone()
+    changed[:, 0] += 5.0  # only the oldest day: the forward state at the last step barely sees it
+    with torch.no_grad():
+        out = model.layers[0](x)[0]
+        out_changed = model.layers[0](changed)[0]
+    assert not torch.allclose(out[:, 0, 8:], out_changed[:, 0, 8:])  # the backward final state moved
+    assert model.head.in_features == 16
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_overfits_one_small_batch(cell):
+    torch.manual_seed(0)
+    model = RNNForecaster(cell=cell, hidden_size=32, num_layers=2, dropout=0.0, horizon=2)
+    x, y = torch.rand(16, 10, 1), torch.rand(16, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+def test_out_of_range_dropout_is_refused():
+    with pytest.raises(ValueError, match=r"model.dropout=1.0 is out of range"):
+        RNNForecaster(dropout=1.0)

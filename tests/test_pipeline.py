@@ -1,0 +1,94 @@
+"""End to end: run(cfg) and `python train.py` produce a checkpoint, TensorBoard events, metrics and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, ROOT
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+from lstm_zoo.pipeline import run
+
+
+def tensorboard_tags(log_dir) -> set[str]:
+    """Every tag TensorBoard would show for a run folder (scalars, images and hparams are all tensors here)."""
+    tags: set[str] = set()
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        acc.Reload()
+        tags |= set(acc.Tags()["tensors"])
+    return tags
+
+
+def test_run_writes_every_output_of_a_training_run(fast_cfg, tmp_path):
+    metrics = run(fast_cfg("trainer.max_epochs=2"))
+    out = tmp_path / "run"
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    for key in ("test/rmse", "test/mae", "test/mape", "test/persistence_rmse", "val/rmse", "train_seconds"):
+        assert math.isfinite(metrics[key]), key
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test/rmse"] == pytest.approx(metrics["test/rmse"])
+    assert saved["num_parameters"] == metrics["num_parameters"] > 0
+
+    predictions = pd.read_csv(out / "predictions.csv", parse_dates=["date"])
+    assert list(predictions.columns) == ["date", "actual", "predicted", "persistence"]
+    assert predictions["date"].min() >= pd.Timestamp("2022-01-01") and predictions["date"].is_unique
+    rmse = ((predictions["predicted"] - predictions["actual"]) ** 2).mean() ** 0.5
+    assert rmse == pytest.approx(metrics["test/rmse"], rel=1e-4)  # the CSV is what the metrics were computed on
+    persistence = ((predictions["persistence"] - predictions["actual"]) ** 2).mean() ** 0.5
+    assert persistence == pytest.approx(metrics["test/persistence_rmse"], rel=1e-4)
+
+    assert (out / "forecast.png").stat().st_size > 10_000
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)  # plain values only
+    assert checkpoint["hyper_parameters"]["hidden_size"] == 8
+    expected = {"train/loss_epoch", "val/loss", "val/rmse", "test/rmse", "hp/test_rmse", "test/forecast",
+                "_hparams_/session_start_info"}
+    assert expected <= tensorboard_tags(out / "tensorboard")
+
+
+def test_persistence_is_scored_on_the_same_days_as_the_model(fast_cfg, tmp_path):
+    metrics = run(fast_cfg("data.horizon=3"))
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert {"actual_t+3", "predicted_t+3"} <= set(predictions.columns)
+    assert math.isfinite(metrics["test/rmse_step3"]) and math.isfinite(metrics["test/persistence_rmse_step1"])
+    # persistence repeats the last known value: its step-1 forecast of day t+1 is day t's actual
+    np.testing.assert_allclose(predictions["persistence"].iloc[1:], predictions["actual"].iloc[:-1], rtol=1e-5)
+
+
+def train_cli(*args: str, cwd=ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_train_py_prints_the_model_beside_persistence(prices_csv, tmp_path):
+    result = train_cli("data=csv", f"data.path={prices_csv}", *FAST, f"hydra.run.dir={tmp_path}/single")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "persistence" in result.stdout and "RMSE" in result.stdout
+    assert (tmp_path / "single" / ".hydra" / "config.yaml").exists()
+    assert json.loads((tmp_path / "single" / "metrics.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_multirun_puts_each_model_in_its_own_folder(prices_csv, tmp_path):
+    result = train_cli("-m", "model=vanilla,gru", "data=csv", f"data.path={prices_csv}", *FAST,
+                       f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(runs) == 2
+    assert runs[0].startswith("0_") and "model=vanilla" in runs[0]
+    assert runs[1].startswith("1_") and "model=gru" in runs[1]
+    for name in runs:
+        run_dir = tmp_path / "sweep" / name
+        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+        assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+        assert (run_dir / "checkpoints" / "last.ckpt").exists()
