@@ -1,0 +1,286 @@
+"""Speed benchmark: every model side by side, the framework against a plain PyTorch loop of the same model, the
+default `train.py` job as a process and, when a TensorFlow Python is given, the tutorial's Keras model.
+
+    python scripts/benchmark.py                 # full: 8 models, default job x 3 seeds (several minutes on 2 cores)
+    python scripts/benchmark.py --quick         # fewer epochs, one seed of the default job
+    python scripts/benchmark.py --keras-python /path/to/tf-venv/bin/python   # adds the Keras reference
+    python scripts/benchmark.py --device cuda   # on a GPU (also: --precision bf16-mixed)
+
+Prints Markdown tables and writes JSON (default `outputs/benchmark/<time>.json`). Each model is measured in a
+child process of its own, so peak memory is that model's. Timings are never asserted in tests; the README
+reports this script's output. On a shared machine compare ratios measured in the same run, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KERAS_SCRIPT = ROOT.parent / "shared" / "bench" / "keras_reference.py"
+sys.path.insert(0, str(ROOT))
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=[*overrides, f"output_dir={tempfile.mkdtemp()}"])
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(model: str, device: str, seed: int = 0):
+    """The data module and model exactly as `train.py model=<model>` composes them."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    cfg = compose([f"model={model}", f"seed={seed}"])
+    L.seed_everything(seed, workers=True)
+    dm = instantiate(cfg.data)
+    net = instantiate(cfg.model, n_features=dm.n_features, horizon=dm.horizon, window=dm.window, _convert_="all")
+    return dm, net
+
+
+def peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def inference_rate(net, x, device: str, batch: int = 256, repeats: int = 5) -> float:
+    """Test windows per second in eval mode, batches of 256, best of `repeats` passes."""
+    import torch
+
+    net.eval()
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first pass is a warm-up
+            sync(device)
+            start = time.perf_counter()
+            for i in range(0, len(x), batch):
+                net(x[i : i + batch])
+            sync(device)
+            best = min(best, time.perf_counter() - start)
+    return len(x) / best
+
+
+def bench_framework(model: str, device: str, epochs: int, precision: str) -> dict:
+    """Lightning fit of one model: per-epoch seconds (train + validation), then test RMSE and inference rate."""
+    import lightning as L
+
+    class EpochTimer(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            sync(device)
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module) -> None:  # after the epoch's validation
+            sync(device)
+            self.times.append(time.perf_counter() - self.start)
+
+    dm, net = build(model, device)
+    timer = EpochTimer()
+    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, max_epochs=epochs,
+                        precision=precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(net, datamodule=dm)
+    test = trainer.test(net, datamodule=dm, verbose=False)[0]
+    return {"model": model, "params": net.num_parameters, "epoch_s": timer.times,
+            "epoch_s_median": statistics.median(timer.times[1:] or timer.times),
+            "windows_per_s": inference_rate(net, dm.datasets["test"].x, device),
+            "peak_mem_mb": peak_memory_mb(device), "test_rmse": test["test/rmse"],
+            "persistence_rmse": test["test/persistence_rmse"], "epochs": epochs}
+
+
+def bench_plain_loop(device: str, epochs: int) -> dict:
+    """The floor: the same stacked nn.Module, batches and optimizer in a hand-written PyTorch loop."""
+    import torch
+
+    dm, net = build("stacked", device)
+    dm.setup("fit")
+    net.to(device)
+    optimizer = net.configure_optimizers()
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    loss_fn, times = torch.nn.MSELoss(), []
+    for _ in range(epochs):
+        sync(device)
+        start = time.perf_counter()
+        net.train()
+        for idx in torch.randperm(len(train)).split(dm.batch_size):
+            x, y, _ = train[idx]
+            loss = loss_fn(net(x.to(device)), y.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            for idx in torch.arange(len(val)).split(dm.batch_size):
+                x, y, _ = val[idx]
+                loss_fn(net(x.to(device)), y.to(device)).item()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return {"model": "stacked (plain PyTorch loop)", "epoch_s": times,
+            "epoch_s_median": statistics.median(times[1:] or times)}
+
+
+def child(args: list[str]) -> dict:
+    """Run one measurement in a fresh Python process and return its JSON result."""
+    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_default_job(seed: int, epochs: int | None) -> dict:
+    """`python train.py seed=<seed>` as a user runs it: process wall time and its metrics.json."""
+    run_dir = Path(tempfile.mkdtemp()) / "run"
+    extra = [f"trainer.max_epochs={epochs}"] if epochs else []
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "train.py", f"seed={seed}", f"hydra.run.dir={run_dir}", *extra,
+                             "trainer.enable_progress_bar=false"], capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        return {"seed": seed, "error": result.stderr.strip()[-500:]}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"seed": seed, "wall_s": wall, "fit_s": metrics["train_seconds"], "test_rmse": metrics["test/rmse"],
+            "persistence_rmse": metrics["test/persistence_rmse"], "epochs": metrics["epochs"]}
+
+
+def bench_keras(python: str, seeds: list[int], epochs: int) -> list[dict]:
+    """The tutorial's Keras model (../shared/bench/keras_reference.py) on the same embedded IBM data."""
+    if not KERAS_SCRIPT.exists():
+        return [{"error": f"{KERAS_SCRIPT} not found"}]
+    cmd = [python, str(KERAS_SCRIPT), "--dataset", "bokeh", "--epochs", str(epochs), "--seeds", *map(str, seeds)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return rows or [{"error": result.stderr.strip()[-500:]}]
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(map(str, r)) + " |" for r in rows)])
+
+
+def machine(device: str) -> str:
+    import torch
+
+    name = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    return (f"{name}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}")
+
+
+def report(results: dict) -> str:
+    out = [f"Machine: {results['machine']}; {results['epochs']} epochs per model (median epoch after the first)."]
+    models = results["models"]
+    rows = [[m["model"], f"{m['params']:,}", f"{m['epoch_s_median']:.2f}", f"{m['windows_per_s']:,.0f}",
+             f"{m['peak_mem_mb']:.0f}", f"{m['test_rmse']:.2f}", f"{m['persistence_rmse']:.2f}"]
+            for m in models if "error" not in m]
+    rows += [[m["model"], "error: " + m["error"], "", "", "", "", ""] for m in models if "error" in m]
+    out.append(table(rows, ["model", "params", "s/epoch", "inference windows/s", "peak MB",
+                            f"test RMSE ({results['epochs']} ep.)", "persistence RMSE"]))
+    by_name = {m["model"]: m for m in models if "error" not in m}
+    targets = []
+    plain = results.get("plain_loop", {})
+    if "stacked" in by_name and "epoch_s_median" in plain:
+        ratio = by_name["stacked"]["epoch_s_median"] / plain["epoch_s_median"]
+        targets.append(["framework epoch / plain PyTorch epoch (stacked)", f"{ratio:.2f}x", "<= 1.1x",
+                        "met" if ratio <= 1.1 else "missed"])
+    if "stacked" in by_name and "peephole" in by_name:
+        ratio = by_name["peephole"]["epoch_s_median"] / by_name["stacked"]["epoch_s_median"]
+        targets.append(["peephole epoch / stacked epoch", f"{ratio:.2f}x", "<= 1.5x",
+                        "met" if ratio <= 1.5 else "missed"])
+    if len(by_name) == 8:
+        zoo = sum(20 * m["epoch_s_median"] for m in by_name.values())
+        targets.append(["zoo, 8 models x 20 epochs (sum of epoch medians x 20)", f"{zoo / 60:.1f} min", "<= 10 min",
+                        "met" if zoo <= 600 else "missed"])
+    jobs = [j for j in results.get("default_job", []) if "error" not in j]
+    if jobs:
+        wall = statistics.mean(j["wall_s"] for j in jobs)
+        fit = statistics.mean(j["fit_s"] for j in jobs)
+        rmse = statistics.mean(j["test_rmse"] for j in jobs)
+        persistence = jobs[0]["persistence_rmse"]
+        out.append(f"\nDefault job (`python train.py`, {jobs[0]['epochs']} epochs), {len(jobs)} seed(s): process "
+                   f"{wall:.1f} s, fit {fit:.1f} s, test RMSE {rmse:.2f} (persistence {persistence:.2f})")
+        keras = [k for k in results.get("keras", []) if "error" not in k]
+        if keras:
+            k_fit = statistics.mean(k["fit_s"] for k in keras)
+            k_rmse = statistics.mean(k["test_rmse"] for k in keras)
+            out.append(f"Keras reference ({keras[0]['versions']['backend']} {keras[0]['versions']['backend_version']}, "
+                       f"{keras[0]['epochs']} epochs), {len(keras)} seed(s): fit {k_fit:.1f} s, test RMSE {k_rmse:.2f}")
+            targets.append(["default job fit speed-up over Keras fit", f"{k_fit / fit:.1f}x", ">= 3x (stretch 5x)",
+                            "met" if k_fit / fit >= 3 else "missed"])
+            targets.append(["default job test RMSE vs Keras (mean over seeds)", f"{rmse:.2f} vs {k_rmse:.2f}",
+                            "no worse", "met" if rmse <= k_rmse else "missed"])
+    if plain:
+        out.append(f"Plain PyTorch loop (stacked, same batches, train + validation): "
+                   f"{plain['epoch_s_median']:.2f} s/epoch")
+    if targets:
+        out.append("\n" + table(targets, ["target", "measured", "goal", ""]))
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 epochs per model, 1 seed of the default job")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
+    parser.add_argument("--models", nargs="*", help="default: every conf/model/*.yaml")
+    parser.add_argument("--epochs", type=int, help="epochs per model (default 5, --quick 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the default 20-epoch job (--quick: 1)")
+    parser.add_argument("--skip-default-job", action="store_true")
+    parser.add_argument("--keras-python", help="a Python with tensorflow-cpu to run the tutorial's Keras model")
+    parser.add_argument("--keras-seeds", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="JSON output (default outputs/benchmark/<time>.json)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model in this process
+    args = parser.parse_args()
+    epochs = args.epochs or (3 if args.quick else 5)
+    if args.one:
+        result = bench_plain_loop(args.device, epochs) if args.one == "plain" else bench_framework(
+            args.one, args.device, epochs, args.precision)
+        print(json.dumps(result))
+        return
+
+    models = args.models or sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+    common = ["--device", args.device, "--epochs", str(epochs), "--precision", args.precision]
+    results: dict = {"machine": machine(args.device), "epochs": epochs, "models": []}
+    for model in models:
+        print(f"measuring {model} ...", file=sys.stderr, flush=True)
+        results["models"].append({"model": model, **child(["--one", model, *common])})
+    print("measuring the plain PyTorch loop ...", file=sys.stderr, flush=True)
+    results["plain_loop"] = child(["--one", "plain", *common])
+    if not args.skip_default_job:
+        seeds = range(1 if args.quick else args.seeds)
+        results["default_job"] = [bench_default_job(seed, None) for seed in seeds]
+    if args.keras_python:
+        print("running the Keras reference ...", file=sys.stderr, flush=True)
+        results["keras"] = bench_keras(args.keras_python, list(range(args.keras_seeds)), 20)
+    text = report(results)
+    print(text)
+    out = args.out or ROOT / "outputs" / "benchmark" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**results, "report": text}, indent=2))
+    print(f"\nwrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
