@@ -38,7 +38,8 @@ def config_value(config: DictConfig, choices: dict, key: str) -> object:
 def run_folders(sweep: Path) -> list[Path]:
     """Every folder with a `.hydra` config below `sweep`, plus every other visible subfolder (a broken run)."""
     found = {p.parent for p in sweep.rglob(".hydra") if p.is_dir()}
-    found |= {p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    holders = {parent for run in found for parent in run.parents}  # e.g. sweeps inside outputs/multirun
+    found |= {p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".") and p not in holders}
     return sorted(found - {sweep}, key=lambda p: (len(p.parts), p.name.split("_")[0].zfill(6), p.name))
 
 
@@ -94,7 +95,9 @@ def leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def group_label(key: object) -> str:
-    return " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+    """`('gru', 50)` -> 'gru / 50'; a key the run's config lacks (or a broken run) shows as n/a."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return " / ".join("n/a" if pd.isna(part) else str(part) for part in parts)
 
 
 def formatted(table: pd.DataFrame) -> pd.DataFrame:
@@ -132,11 +135,12 @@ def plot_leaderboard(table: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.5))
     ax.bar(labels, table["rmse_mean"], yerr=table["rmse_std"].fillna(0), capsize=5, color="tab:blue",
            label="model (mean ± std over seeds)")
-    ax.axhline(table["persistence_rmse"].mean(), color="red", linestyle="--", label="persistence (tomorrow = today)")
+    ax.scatter(labels, table["persistence_rmse"], marker="_", s=1500, linewidths=2, color="red", zorder=3,
+               label="persistence on the same days (tomorrow = today)")
     ax.set(ylabel="test RMSE (price units)", title="Test RMSE by " + ", ".join(table.index.names))
     ax.set_ylim(top=1.3 * float((table["rmse_mean"] + table["rmse_std"].fillna(0)).max()))
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper right", markerscale=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
