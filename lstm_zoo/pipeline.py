@@ -101,8 +101,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             raise FloatingPointError(f"validation RMSE is {metrics['val/rmse']}: the model predicts non-finite "
                                      "values. Fix: a smaller optimizer.lr or trainer.gradient_clip_val=1.0.")
         if cfg.test:
-            metrics.update(test_and_write(trainer, model, datamodule, out,
-                                          ckpt_path="best" if trainer.checkpoint_callback else None))
+            metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=best or None))
         metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
                        best_checkpoint=trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
                        else None)

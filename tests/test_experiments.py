@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import CONF, FAST, ROOT, compose_train, write_prices_csv
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
@@ -23,7 +24,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lstm_zoo.compare import compare
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.pipeline import evaluate, load_forecaster, run
-from tests.conftest import CONF, FAST, ROOT, compose_train, write_prices_csv
 
 ZOO = ["vanilla", "stacked", "bidirectional", "peephole", "cnn_lstm", "encoder_decoder", "attention", "gru"]
 
