@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
-from hydra.utils import instantiate
+import torch
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,6 +61,15 @@ def print_summary(metrics: dict) -> None:
     print("\nTest period, in price units:\n" + "\n".join(lines))
 
 
+def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
+                   ckpt_path: str | None = None) -> dict[str, float]:
+    """Test `model` (with the weights of `ckpt_path` if given), write predictions.csv; returns the test/ metrics."""
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        predictions_frame(datamodule, model.test_results).to_csv(out / "predictions.csv", index=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and test one configuration; returns the final metrics (also written to metrics.json)."""
     route_lightning_logs_to_hydra()
@@ -79,12 +91,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
+            loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
+            trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+            trainer.loggers = loggers
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        if not math.isfinite(metrics.get("val/rmse", 0.0)):  # a sweeper cannot rank NaN: fail the run instead
+            raise FloatingPointError(f"validation RMSE is {metrics['val/rmse']}: the model predicts non-finite "
+                                     "values. Fix: a smaller optimizer.lr or trainer.gradient_clip_val=1.0.")
         if cfg.test:
-            trainer.test(model, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)
-            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-            if trainer.is_global_zero:
-                predictions_frame(datamodule, model.test_results).to_csv(out / "predictions.csv", index=False)
+            metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=best or None))
         metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
                        best_checkpoint=trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
                        else None)
@@ -99,6 +116,62 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except BaseException as err:
         metrics.update(status="interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed",
                        error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        write_json(out / "metrics.json", metrics)
+
+
+def load_forecaster(path: str | Path, model_class: str | None = None) -> tuple[Forecaster, dict]:
+    """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such file. Fix: pass a checkpoint written by train.py, "
+                                "e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt")
+    if not zipfile.is_zipfile(path):  # torch's own error would suggest weights_only=False, i.e. running a pickle
+        raise ValueError(f"ckpt_path={path} is not a checkpoint (a .ckpt zip archive written by train.py). "
+                         "Fix: pass a file from a run's checkpoints/ folder.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: holds objects other than tensors and plain values, so it is not loaded (only "
+                         f"weights-only loading is safe). Details: {str(err).splitlines()[0]}") from None
+    class_path = model_class or checkpoint.get("forecaster_class")
+    if not class_path:
+        raise ValueError(f"{path}: names no model class (saved before checkpoints recorded it). "
+                         "Fix: model_class=lstm_zoo.models.RNNForecaster (the class that trained it).")
+    cls = get_class(class_path)
+    if not issubclass(cls, Forecaster):
+        raise ValueError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
+    data_state = checkpoint.get(StockDataModule.__qualname__)
+    if not data_state:
+        raise ValueError(f"{path}: holds no data scaling (StockDataModule state), so its forecasts cannot be "
+                         "mapped back to prices. Fix: use a checkpoint written by train.py after setup.")
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), data_state
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint on `cfg.data`'s test period with the scaling and window it was trained with."""
+    route_lightning_logs_to_hydra()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"status": "running", "ckpt_path": str(cfg.ckpt_path)}
+    try:
+        L.seed_everything(cfg.seed, workers=True)
+        model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"))
+        layout = {k: data_state[k] for k in ("window", "horizon", "features", "target")}
+        log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
+        datamodule: StockDataModule = instantiate(cfg.data, **layout, _convert_="all")
+        datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
+        metrics.update(test_and_write(trainer, model, datamodule, out))
+        metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
+                       data=datamodule.source, **layout)
+        if trainer.is_global_zero:
+            print_summary(metrics)
+        return metrics
+    except BaseException as err:
+        metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
         write_json(out / "metrics.json", metrics)

@@ -84,6 +84,10 @@ class Forecaster(L.LightningModule):
             for key, value in forecast_metrics(forecast, actual).items():
                 self.log(prefix + key, value)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the class as an import path (a plain string): eval.py rebuilds the model from the checkpoint alone
+        checkpoint["forecaster_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.RMSprop(params, lr=1e-3))
         optimizer = factory(self.parameters())

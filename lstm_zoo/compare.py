@@ -1,0 +1,204 @@
+"""Leaderboard of a sweep: one row per model (or per any config keys), test errors as mean ± std over seeds.
+
+`python scripts/compare.py outputs/multirun/<sweep> [--by model data.features]` reads every run folder's
+`metrics.json` and `.hydra/config.yaml`, and writes leaderboard.md, leaderboard.csv, leaderboard.png (test RMSE
+with error bars against persistence) and predictions.png (each group's mean forecast over the actual series)
+into the sweep folder. Failed or incomplete runs are listed, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
+
+METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
+COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",
+           "mape": "test MAPE %", "seeds": "seeds", "persistence_rmse": "persistence RMSE", "skill": "skill",
+           "failed": "failed"}
+
+
+def config_value(config: DictConfig, choices: dict, key: str) -> object:
+    """A config group's choice (`model` -> `gru`) or a config value (`model.hidden_size` -> 50), hashable."""
+    if key in choices:
+        return choices[key]
+    value = OmegaConf.select(config, key, throw_on_resolution_failure=False)
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value)
+    return ",".join(map(str, value)) if isinstance(value, list) else value if value is None else str(value)
+
+
+def run_folders(sweep: Path) -> list[Path]:
+    """Every folder with a `.hydra` config below `sweep`, plus every other visible subfolder (a broken run)."""
+    found = {p.parent for p in sweep.rglob(".hydra") if p.is_dir()}
+    holders = {parent for run in found for parent in run.parents}  # e.g. sweeps inside outputs/multirun
+    found |= {p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".") and p not in holders}
+    return sorted(found - {sweep}, key=lambda p: (len(p.parts), p.name.split("_")[0].zfill(6), p.name))
+
+
+def read_run(run: Path, sweep: Path, by: list[str]) -> dict:
+    """One run's group keys, seed, status and metrics; the status says why a run does not count."""
+    row: dict = {"run": str(run.relative_to(sweep)), **dict.fromkeys(by)}
+    config_file, metrics_file = run / ".hydra" / "config.yaml", run / "metrics.json"
+    if not config_file.is_file():
+        return {**row, "status": "failed: no .hydra/config.yaml (not a train.py run folder)"}
+    config = OmegaConf.load(config_file)
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else {}
+    row.update({key: config_value(config, choices or {}, key) for key in by}, seed=config.get("seed"))
+    if not metrics_file.is_file():
+        return {**row, "status": "failed: no metrics.json (the job crashed or never started)"}
+    metrics = json.loads(metrics_file.read_text())
+    status = metrics.get("status", "unknown")
+    if status == "completed" and metrics.get("test/rmse") is None:
+        status = "incomplete: no test metrics (test=false?)"
+    elif status != "completed":
+        status = f"{status}: {metrics.get('error', 'no error recorded')}"
+    predictions = run / "predictions.csv"
+    # metrics first: a group key such as `model` (the config choice) wins over metrics' `model` (the class name)
+    return {**metrics, **row, "status": status, "predictions": str(predictions) if predictions.is_file() else None}
+
+
+def read_sweep(sweep: Path, by: list[str]) -> pd.DataFrame:
+    """One row per run folder of `sweep`."""
+    runs = pd.DataFrame([read_run(run, sweep, by) for run in run_folders(sweep)])
+    if runs.empty:
+        raise SystemExit(f"{sweep}: no run folders found. Fix: pass a sweep folder, e.g. outputs/multirun/<date>")
+    for column in ["num_parameters", "train_seconds", "epochs", "test/persistence_rmse", *METRICS.values()]:
+        runs[column] = pd.to_numeric(runs.get(column), errors="coerce")
+    runs["completed"] = runs["status"] == "completed"
+    return runs
+
+
+def leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group: parameters, seconds per epoch, test metrics' mean and std over seeds, persistence and skill."""
+    done = runs[runs["completed"]].assign(
+        s_per_epoch=lambda f: f["train_seconds"] / f["epochs"].where(f["epochs"] > 0),
+        skill=lambda f: 1 - f["test/rmse"] / f["test/persistence_rmse"],
+        **{name: runs[key] for name, key in METRICS.items()},
+        persistence_rmse=runs["test/persistence_rmse"])
+    stats = ["rmse", "mae", "mape", "skill"]
+    table = done.groupby(by, dropna=False).agg(
+        num_parameters=("num_parameters", "median"), s_per_epoch=("s_per_epoch", "mean"),
+        seeds=("rmse", "count"), persistence_rmse=("persistence_rmse", "mean"),
+        **{f"{s}_mean": (s, "mean") for s in stats}, **{f"{s}_std": (s, "std") for s in stats})
+    failed = (~runs["completed"]).groupby([runs[k] for k in by], dropna=False).sum().rename("failed")
+    table = table.join(failed, how="outer").fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
+    return table.sort_values("rmse_mean", na_position="last")
+
+
+def group_label(key: object) -> str:
+    """`('gru', 50)` -> 'gru / 50'; a key the run's config lacks (or a broken run) shows as n/a."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return " / ".join("n/a" if pd.isna(part) else str(part) for part in parts)
+
+
+def formatted(table: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as display strings: `mean ± std` (just the mean for a single seed)."""
+
+    def pm(mean: float, std: float, digits: int = 3) -> str:
+        if pd.isna(mean):
+            return "n/a"
+        return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    shown = pd.DataFrame(index=[group_label(k) for k in table.index])
+    shown["num_parameters"] = [f"{v:,.0f}" if pd.notna(v) else "n/a" for v in table["num_parameters"]]
+    shown["s_per_epoch"] = [f"{v:.2f}" if pd.notna(v) else "n/a" for v in table["s_per_epoch"]]
+    for stat in ("rmse", "mae", "mape"):
+        shown[stat] = [pm(m, s) for m, s in zip(table[f"{stat}_mean"], table[f"{stat}_std"])]
+    shown["seeds"] = table["seeds"].to_numpy()
+    shown["persistence_rmse"] = [f"{v:.3f}" if pd.notna(v) else "n/a" for v in table["persistence_rmse"]]
+    shown["skill"] = [pm(m, s) for m, s in zip(table["skill_mean"], table["skill_std"])]
+    shown["failed"] = table["failed"].to_numpy()
+    return shown.rename(columns=COLUMNS)
+
+
+def markdown(shown: pd.DataFrame, index_name: str) -> str:
+    """A GitHub Markdown table (pandas' to_markdown needs the extra `tabulate` package)."""
+    header = [index_name, *shown.columns]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(shown.columns)]
+    lines += ["| " + " | ".join(map(str, [label, *row])) + " |" for label, row in zip(shown.index, shown.values)]
+    return "\n".join(lines)
+
+
+def plot_leaderboard(table: pd.DataFrame, path: Path) -> None:
+    """Test RMSE per group, mean with ± std error bars, against persistence on the same days."""
+    table = table[table["seeds"] > 0]
+    labels = [group_label(k) for k in table.index]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.5))
+    ax.bar(labels, table["rmse_mean"], yerr=table["rmse_std"].fillna(0), capsize=5, color="tab:blue",
+           label="model (mean ± std over seeds)")
+    ax.scatter(labels, table["persistence_rmse"], marker="_", s=1500, linewidths=2, color="red", zorder=3,
+               label="persistence on the same days (tomorrow = today)")
+    ax.set(ylabel="test RMSE (price units)", title="Test RMSE by " + ", ".join(table.index.names))
+    ax.set_ylim(top=1.3 * float((table["rmse_mean"] + table["rmse_std"].fillna(0)).max()))
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(loc="upper right", markerscale=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_predictions(runs: pd.DataFrame, by: list[str], path: Path) -> bool:
+    """Each group's test forecast (mean over its seeds) over the actual series; False if no run has predictions."""
+    with_predictions = runs[runs["completed"] & runs["predictions"].notna()] if "predictions" in runs else runs[:0]
+    if with_predictions.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    actual_drawn = False
+    for key, group in with_predictions.groupby(by, dropna=False):
+        frame = pd.concat(pd.read_csv(p, parse_dates=["date"]) for p in group["predictions"])
+        mean = frame.groupby("date")[["actual", "predicted"]].mean()
+        if not actual_drawn:
+            ax.plot(mean.index, mean["actual"], color="black", linewidth=2, label="actual")
+            actual_drawn = True
+        ax.plot(mean.index, mean["predicted"], linewidth=1, label=f"{group_label(key)} (n={len(group)})")
+    ax.set(title="Test-period forecasts, one step ahead (mean over seeds)", xlabel="date", ylabel="price")
+    ax.legend(fontsize="small")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def compare(sweep: Path, by: list[str]) -> pd.DataFrame:
+    """Build, print and write the leaderboard of `sweep`; returns the numeric table."""
+    runs = read_sweep(sweep, by)
+    table = leaderboard(runs, by)
+    shown = formatted(table)
+    failed = runs.loc[~runs["completed"], ["run", "status"]]
+    notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed, {len(failed)} failed or "
+             "incomplete. Test metrics are in price units; skill = 1 - RMSE / persistence RMSE."]
+    if len(failed):
+        notes += ["", "Failed or incomplete runs:"] + [f"- {r.run}: {r.status}" for r in failed.itertuples()]
+    text = markdown(shown, " / ".join(by)) + "\n\n" + "\n".join(notes) + "\n"
+    (sweep / "leaderboard.md").write_text(text)
+    table.to_csv(sweep / "leaderboard.csv")
+    runs.drop(columns=["predictions"], errors="ignore").to_csv(sweep / "runs.csv", index=False)
+    written = ["leaderboard.md", "leaderboard.csv", "runs.csv"]
+    if (table["seeds"] > 0).any():
+        plot_leaderboard(table, sweep / "leaderboard.png")
+        written.append("leaderboard.png")
+    if plot_predictions(runs, by, sweep / "predictions.png"):
+        written.append("predictions.png")
+    print(text + f"\nWrote {', '.join(written)} to {sweep}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="a sweep folder, e.g. outputs/multirun/<date>_lstm_vs_gru")
+    parser.add_argument("--by", nargs="+", default=["model"],
+                        help="config groups or keys that define a row (default: model), e.g. --by model data.window")
+    args = parser.parse_args(argv)
+    if not args.sweep.is_dir():
+        parser.error(f"{args.sweep}: no such folder. Fix: pass a sweep folder under outputs/multirun/")
+    compare(args.sweep, args.by)
