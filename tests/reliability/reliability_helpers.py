@@ -61,9 +61,15 @@ class RaiseOnRank(L.Callback):
 
 
 class PoisonWeights(L.Callback):
-    """Turns the model's weights into NaN after the last training batch, so validation sees a NaN loss."""
+    """Turns the model's weights into NaN during epoch `epoch`, after its last optimizer step: a NaN validation loss."""
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch != self.epoch or batch_idx != trainer.num_training_batches - 1:
+            return
         with torch.no_grad():
             for p in pl_module.parameters():
                 p.fill_(float("nan"))
