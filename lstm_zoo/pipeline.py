@@ -111,11 +111,17 @@ def load_checkpoint(path: str | Path) -> dict:
                               "archive; the file may be truncated or something else). Fix: pass another ckpt_path.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        raise CheckpointError(f"{path}: refused to load: it holds Python objects beyond tensors and plain values "
-                              f"({', '.join(unsafe) or err}), which could run code. Fix: use a checkpoint written "
-                              "by this project.") from None
+    except pickle.UnpicklingError:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # the pickle itself is damaged
+            unsafe = []
+        if unsafe:
+            raise CheckpointError(f"{path}: refused to load: it holds Python objects beyond tensors and plain "
+                                  f"values ({', '.join(unsafe)}), which could run code. Fix: use a checkpoint "
+                                  "written by this project.") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint (its saved objects do not decode). Fix: "
+                              "use another checkpoint, e.g. the run's other .ckpt file.") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]}). Fix: use "
                               "another checkpoint, e.g. the run's other .ckpt file.") from None

@@ -39,13 +39,13 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 class SignalAfterEpoch(L.Callback):
-    """Sends `signum` to this process once epoch `epoch` has ended (its last.ckpt is already written)."""
+    """Sends `signum` to this process as epoch `epoch + 1` starts: epoch `epoch`'s last.ckpt is on disk by then."""
 
     def __init__(self, epoch: int, signum: str = "SIGTERM") -> None:
         self.epoch, self.signum = epoch, getattr(signal, signum)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch + 1:
             os.kill(os.getpid(), self.signum)
 
 
