@@ -88,7 +88,7 @@ def check_config(cfg: DictConfig) -> None:
     if ("ddp" in name.lower() and not spawned and "spawn" not in name and HydraConfig.initialized()
             and HydraConfig.get().mode == RunMode.MULTIRUN):
         raise ConfigError("trainer=ddp cannot run inside a multirun (-m): each DDP process would re-run the whole "
-                          "sweep. Fix: run the DDP jobs one at a time, or add trainer.strategy.start_method=spawn.")
+                          "sweep. Fix: trainer.strategy.start_method=spawn, or run the DDP jobs one at a time.")
 
 
 def checkpoint_file(path: str | None, out: Path) -> str | None:
