@@ -55,3 +55,24 @@ def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupt
             assert metrics[key] == value, key  # bit-identical, not approximately equal
     predictions = (workdir / "full" / "predictions.csv").read_text()
     assert (workdir / f"resumed_{signum}" / "predictions.csv").read_text() == predictions
+
+
+def test_resuming_into_a_new_folder_keeps_the_old_best(tmp_path: Path) -> None:
+    """Lightning drops the best score when the checkpoint folder changes; the first new epoch must not become best."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lstm_zoo.pipeline import keep_best_across_folders
+
+    callback = ModelCheckpoint(dirpath=tmp_path / "new", monitor="val/loss", mode="min", save_top_k=1)
+    trainer = L.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False)
+    old = str(tmp_path / "old" / "epoch01.ckpt")
+    state = {"dirpath": str(tmp_path / "old"), "best_model_score": torch.tensor(0.1), "best_model_path": old,
+             "best_k_models": {old: torch.tensor(0.1)}, "kth_best_model_path": old, "kth_value": torch.tensor(0.1),
+             "last_model_path": str(tmp_path / "old" / "last.ckpt")}
+    checkpoint = {"callbacks": {callback.state_key: state}}
+    keep_best_across_folders(trainer, checkpoint)
+    callback.load_state_dict(state)  # what Lightning does next, with its dirpath-changed warning
+    assert callback.best_model_path == old and float(callback.best_model_score) == pytest.approx(0.1)
+    assert not callback.check_monitor_top_k(trainer, torch.tensor(0.2))  # a worse epoch does not replace it
+    assert callback.check_monitor_top_k(trainer, torch.tensor(0.05))
