@@ -187,7 +187,8 @@ def print_summary(metrics: dict) -> None:
     lines = [f"{'':<12} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9}"]
     for name, prefix in rows:
         values = [metrics.get(prefix + k) for k in ("rmse", "mae", "mape")]
-        lines.append(f"{name:<12} " + " ".join(f"{v:>9.3f}" if v is not None else f"{'n/a':>9}" for v in values))
+        lines.append(f"{name:<12} " + " ".join(f"{v:>9.3f}" if v is not None and math.isfinite(v) else f"{'n/a':>9}"
+                                              for v in values))
     print("\nTest period, in price units:\n" + "\n".join(lines))
 
 

@@ -13,7 +13,7 @@ from conftest import write_prices_csv
 
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.metrics import forecast_metrics
-from lstm_zoo.pipeline import write_json
+from lstm_zoo.pipeline import print_summary, write_json
 
 
 def setup(path: Path | None, **kwargs) -> tuple[StockDataModule, list[str]]:
@@ -162,7 +162,7 @@ def test_constant_training_series_is_refused(tmp_path: Path, frame: pd.DataFrame
         setup(write(frame, tmp_path / "p.csv"))
 
 
-def test_zero_prices_make_mape_undefined_and_keep_other_metrics(tmp_path: Path) -> None:
+def test_zero_prices_make_mape_undefined_and_keep_other_metrics(tmp_path: Path, capsys) -> None:
     actual = torch.tensor([[0.0], [2.0], [4.0]])
     pred = torch.tensor([[1.0], [2.0], [1.0]])
     metrics = forecast_metrics(pred, actual)
@@ -171,6 +171,8 @@ def test_zero_prices_make_mape_undefined_and_keep_other_metrics(tmp_path: Path) 
     assert metrics["rmse"] == pytest.approx(np.sqrt(10 / 3))
     write_json(tmp_path / "m.json", metrics)
     assert '"mape": null' in (tmp_path / "m.json").read_text()  # "undefined", and still valid JSON
+    print_summary({f"test/{k}": v for k, v in metrics.items()})
+    assert capsys.readouterr().out.splitlines()[-2].split() == ["model", f"{np.sqrt(10 / 3):.3f}", "1.333", "n/a"]
 
 
 def test_zero_prices_train_without_nan(tmp_path: Path, frame: pd.DataFrame) -> None:
