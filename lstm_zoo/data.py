@@ -45,6 +45,8 @@ def read_price_csv(path: str | Path, sep: str = ",") -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty. Fix: point data.path at a CSV with a header and rows.") from None
     except (UnicodeDecodeError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: not a readable text CSV ({type(err).__name__}). Fix: pass a CSV file.") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err}). Fix: check the file's permissions.") from None
     if frame.empty:
         raise DataError(f"{path}: has a header ({', '.join(map(str, frame.columns))}) but no data rows. "
                         "Fix: point data.path at a CSV with rows.")

@@ -147,6 +147,12 @@ def test_split_dates_outside_the_data_fail_clearly(tmp_path: Path, frame: pd.Dat
         setup(write(frame, tmp_path / "p.csv"), **kwargs)
 
 
+def test_embedded_data_split_outside_its_years_fails_clearly() -> None:
+    with pytest.raises(DataError, match=r"data\.test_start=2020-01-01 is after the last row: bokeh_sampledata IBM "
+                                        r"\(2000-03-01 to 2013-03-01\) covers 2000-03-01 to 2013-03-01"):
+        setup(None, train_end="2019-12-31", test_start="2020-01-01")
+
+
 def test_too_short_split_says_how_many_rows_and_how_many_needed(tmp_path: Path, frame: pd.DataFrame) -> None:
     with pytest.raises(DataError) as err:  # 2020-01-01..2020-01-10: 8 business days < window 10 + horizon 1
         setup(write(frame, tmp_path / "p.csv"), train_end="2020-01-10", test_start="2020-02-01")
