@@ -9,7 +9,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lstm_zoo.pipeline import run, user_error
+from lstm_zoo.checks import user_error
+from lstm_zoo.pipeline import run
 
 log = logging.getLogger(__name__)
 

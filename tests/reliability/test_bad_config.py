@@ -10,7 +10,8 @@ from conftest import compose_train
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from reliability_helpers import TINY, read_metrics, train_cli
 
-from lstm_zoo.pipeline import ConfigError, run
+from lstm_zoo.checks import ConfigError
+from lstm_zoo.pipeline import run
 
 
 @pytest.mark.parametrize(("group", "options"), [("model", "gru stacked vanilla"), ("data", "csv ibm"),

@@ -11,7 +11,8 @@ import torch
 from conftest import write_prices_csv
 from reliability_helpers import TINY, read_metrics, train_cli
 
-from lstm_zoo.pipeline import CheckpointError, load_checkpoint, run
+from lstm_zoo.checks import CheckpointError, load_checkpoint
+from lstm_zoo.pipeline import run
 
 
 class Exploit:
@@ -30,7 +31,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("trained")
     csv = write_prices_csv(path / "p.csv")
-    run(compose_train(["data=csv", f"data.path={csv}", *TINY], path / "run"))
+    run(compose_train(["data=csv", f"data.path={csv}", *TINY, "trainer.max_epochs=2"], path / "run"))
     return path / "run"
 
 
@@ -82,7 +83,7 @@ def test_corrupt_archive_member_names_the_file(trained_run: Path, tmp_path: Path
 def test_a_run_writes_only_inside_outputs(tmp_path: Path) -> None:
     csv = write_prices_csv(tmp_path / "p.csv")
     before = {p for p in tmp_path.rglob("*")}
-    result = train_cli(["data=csv", f"data.path={csv}", *TINY], tmp_path)
+    result = train_cli(["data=csv", f"data.path={csv}", *TINY, "trainer.max_epochs=1"], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     created = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - {p.relative_to(tmp_path) for p in before}
     assert created and all(p.parts[0] == "outputs" for p in created), sorted(map(str, created))

@@ -10,7 +10,8 @@ import torch
 from conftest import compose_train, write_prices_csv
 from reliability_helpers import TINY, PoisonWeights, read_metrics
 
-from lstm_zoo.pipeline import CheckpointError, run
+from lstm_zoo.checks import CheckpointError
+from lstm_zoo.pipeline import run
 
 
 def test_huge_learning_rate_stops_with_a_clear_error(fast_cfg, tmp_path: Path) -> None:
