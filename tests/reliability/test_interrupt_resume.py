@@ -72,7 +72,8 @@ def test_resuming_into_a_new_folder_keeps_the_old_best(tmp_path: Path) -> None:
              "last_model_path": str(tmp_path / "old" / "last.ckpt")}
     checkpoint = {"callbacks": {callback.state_key: state}}
     keep_best_across_folders(trainer, checkpoint)
-    callback.load_state_dict(state)  # what Lightning does next, with its dirpath-changed warning
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        callback.load_state_dict(state)  # what Lightning does next: it keeps only best_model_path
     assert callback.best_model_path == old and float(callback.best_model_score) == pytest.approx(0.1)
     assert not callback.check_monitor_top_k(trainer, torch.tensor(0.2))  # a worse epoch does not replace it
     assert callback.check_monitor_top_k(trainer, torch.tensor(0.05))
