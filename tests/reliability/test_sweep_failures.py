@@ -84,3 +84,13 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path, c
     hydra_conf = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
     assert "%f" in hydra_conf["run"]["dir"] and "%f" in hydra_conf["sweep"]["dir"]  # microseconds in the names
     assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs)
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "conf" / "hparams_search" / "optuna.yaml").exists(),
+                    reason="no conf/hparams_search/optuna.yaml on this branch")
+def test_optuna_config_survives_one_failed_trial() -> None:
+    """The plugin compares failures per batch of n_jobs trials with max_failure_rate: one failure must pass."""
+    conf = yaml.safe_load((Path(__file__).parents[2] / "conf" / "hparams_search" / "optuna.yaml").read_text())
+    sweeper = conf["hydra"]["sweeper"]
+    assert 1 / sweeper.get("n_jobs", 2) <= sweeper.get("max_failure_rate", 0.0), (
+        "one diverged trial would end the study: set max_failure_rate to 1.0 (it is per batch of n_jobs trials)")
