@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import lightning as L
 import matplotlib
+import numpy as np
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,3 +48,30 @@ class ForecastPlot(L.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("test/forecast", fig, global_step=trainer.global_step)
         plt.close(fig)
+
+
+class RNGState(L.Callback):
+    """Saves and restores the torch, numpy and python RNG states in checkpoints: Lightning does not.
+
+    Dropout and the shuffling of training windows draw from these generators, so without them a run resumed
+    from `last.ckpt` diverges from an uninterrupted one; with them it is bit-identical at epoch boundaries.
+    The states are stored as tensors and lists, so checkpoints still load with `weights_only=True`.
+    """
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                 int(has_gauss), float(gauss)], "python": [version, list(internal), gauss_next]}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -45,8 +45,11 @@ def read_price_csv(path: str | Path, sep: str = ",") -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty. Fix: point data.path at a CSV with a header and rows.") from None
     except (UnicodeDecodeError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: not a readable text CSV ({type(err).__name__}). Fix: pass a CSV file.") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err}). Fix: check the file's permissions.") from None
     if frame.empty:
-        raise DataError(f"{path}: has a header ({', '.join(map(str, frame.columns))}) but no data rows.")
+        raise DataError(f"{path}: has a header ({', '.join(map(str, frame.columns))}) but no data rows. "
+                        "Fix: point data.path at a CSV with rows.")
     if frame.shape[1] == 1:
         only = str(frame.columns[0])
         hint = next((d for d in (";", "\t", "|") if d in only), None)
@@ -102,7 +105,8 @@ def clean_prices(frame: pd.DataFrame, columns: list[str], date_column: str = "Da
         notes.append(f"kept the last of {int(duplicated.sum())} duplicate date row(s) (dates {shown})")
         clean = clean[~duplicated]
     if clean.empty:
-        raise DataError(f"{source}: no usable rows left for columns {columns} after dropping unparseable ones.")
+        raise DataError(f"{source}: no usable rows left for columns {columns} after dropping unparseable ones. "
+                        "Fix: check data.date_column, data.target and data.features against the file.")
     if notes:
         warnings.warn(f"{source}: " + "; ".join(notes) + ".", stacklevel=2)
     return clean
@@ -112,7 +116,8 @@ def _select_ticker(frame: pd.DataFrame, ticker: str | None, source: str) -> pd.D
     column = next((c for c in TICKER_COLUMNS if c in frame.columns), None)
     if column is None:
         if ticker is not None:
-            raise DataError(f"{source}: data.ticker={ticker!r} was given but the file has no {TICKER_COLUMNS} column.")
+            raise DataError(f"{source}: data.ticker={ticker!r} was given but the file has no {TICKER_COLUMNS} column. "
+                            "Fix: data.ticker=null")
         return frame
     names = sorted(frame[column].dropna().astype(str).str.strip().unique())
     if ticker is None:
@@ -121,7 +126,8 @@ def _select_ticker(frame: pd.DataFrame, ticker: str | None, source: str) -> pd.D
                             f"Fix: pick one with data.ticker=<name>, e.g. data.ticker={names[0]}")
         return frame
     if ticker not in names:
-        raise DataError(f"{source}: data.ticker={ticker!r} not in column {column!r}; it holds {names[:20]}.")
+        raise DataError(f"{source}: data.ticker={ticker!r} not in column {column!r}; it holds {names[:20]}. "
+                        f"Fix: data.ticker={names[0]}")
     return frame[frame[column].astype(str).str.strip() == ticker]
 
 
@@ -197,11 +203,14 @@ class StockDataModule(L.LightningDataModule):
         train_end = pd.Timestamp(self.train_end) if self.train_end else test_start - pd.Timedelta(days=1)
         span = f"{self.source} covers {first.date()} to {last.date()}"
         if train_end >= test_start:
-            raise DataError(f"data.train_end={train_end.date()} must be before data.test_start={test_start.date()}.")
+            raise DataError(f"data.train_end={train_end.date()} must be before data.test_start={test_start.date()}. "
+                            f"Fix: dates inside the data ({span}), training first.")
         if test_start > last:
-            raise DataError(f"data.test_start={test_start.date()} is after the last row: {span}.")
+            raise DataError(f"data.test_start={test_start.date()} is after the last row: {span}. "
+                            "Fix: an earlier data.test_start.")
         if train_end < first:
-            raise DataError(f"data.train_end={train_end.date()} is before the first row: {span}.")
+            raise DataError(f"data.train_end={train_end.date()} is before the first row: {span}. "
+                            "Fix: a later data.train_end.")
         return train_end, test_start
 
     def setup(self, stage: str | None = None) -> None:

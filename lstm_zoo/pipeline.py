@@ -5,23 +5,30 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 import time
 import warnings
-import zipfile
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
-import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from lstm_zoo.callbacks import ForecastPlot
+from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint, user_error
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.models import Forecaster
 
 log = logging.getLogger(__name__)
+
+
+def single_device_tester(trainer: L.Trainer) -> L.Trainer:
+    """A one-device trainer for rank 0: under DDP each rank would see only part of the test set."""
+    plots = [c for c in trainer.callbacks if isinstance(c, ForecastPlot)]
+    return L.Trainer(accelerator=trainer.accelerator, devices=1, logger=trainer.logger, callbacks=plots,
+                     default_root_dir=trainer.default_root_dir, enable_progress_bar=False, enable_model_summary=False)
 
 
 def route_lightning_logs_to_hydra() -> None:
@@ -57,14 +64,17 @@ def print_summary(metrics: dict) -> None:
     lines = [f"{'':<12} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9}"]
     for name, prefix in rows:
         values = [metrics.get(prefix + k) for k in ("rmse", "mae", "mape")]
-        lines.append(f"{name:<12} " + " ".join(f"{v:>9.3f}" if v is not None else f"{'n/a':>9}" for v in values))
+        lines.append(f"{name:<12} " + " ".join(f"{v:>9.3f}" if v is not None and math.isfinite(v) else f"{'n/a':>9}"
+                                              for v in values))
     print("\nTest period, in price units:\n" + "\n".join(lines))
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
                    ckpt_path: str | None = None) -> dict[str, float]:
     """Test `model` (with the weights of `ckpt_path` if given), write predictions.csv; returns the test/ metrics."""
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():  # under DDP the process group is still up while rank 0 tests alone
+        warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         predictions_frame(datamodule, model.test_results).to_csv(out / "predictions.csv", index=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -77,6 +87,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {"status": "running"}
     try:
+        check_config(cfg)
+        ckpt_path = checkpoint_file(cfg.ckpt_path)
+        resume = load_checkpoint(ckpt_path) if ckpt_path not in (None, "last") else None
         L.seed_everything(cfg.seed, workers=True)
         datamodule: StockDataModule = instantiate(cfg.data)
         model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
@@ -87,9 +100,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         params = OmegaConf.to_container(cfg, resolve=True)
         params.update(model_class=type(model).__name__, num_parameters=model.num_parameters)
         logger.log_hyperparams(params, metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan})
+        if resume is not None:
+            keep_best_across_folders(trainer, resume)
 
         started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
@@ -97,10 +112,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
             trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
             trainer.loggers = loggers
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-        if not math.isfinite(metrics.get("val/rmse", 0.0)):  # a sweeper cannot rank NaN: fail the run instead
-            raise FloatingPointError(f"validation RMSE is {metrics['val/rmse']}: the model predicts non-finite "
-                                     "values. Fix: a smaller optimizer.lr or trainer.gradient_clip_val=1.0.")
-        if cfg.test:
+        if not all(math.isfinite(metrics.get(k, 0.0)) for k in ("val/loss", "val/rmse")):  # a sweeper cannot rank NaN
+            raise FloatingPointError(f"validation loss is {metrics.get('val/loss')} after epoch "
+                                     f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
+                                     "trainer.gradient_clip_val=1.0.")
+        if cfg.test and trainer.world_size > 1:
+            if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
+                return metrics
+            metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, best or None))
+        elif cfg.test:
             metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=best or None))
         metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
                        best_checkpoint=trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
@@ -114,27 +134,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update(status="interrupted", error="SIGTERM")
         raise SystemExit(143) from err
     except BaseException as err:
+        cause = user_error(err) or err
         metrics.update(status="interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed",
-                       error=f"{type(err).__name__}: {err}")
+                       error=f"{type(cause).__name__}: {cause}")
         raise
     finally:
-        write_json(out / "metrics.json", metrics)
+        if rank_zero_only.rank == 0:  # under DDP every rank runs this task in the same folder
+            write_json(out / "metrics.json", metrics)
 
 
 def load_forecaster(path: str | Path, model_class: str | None = None) -> tuple[Forecaster, dict]:
     """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such file. Fix: pass a checkpoint written by train.py, "
-                                "e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt")
-    if not zipfile.is_zipfile(path):  # torch's own error would suggest weights_only=False, i.e. running a pickle
-        raise ValueError(f"ckpt_path={path} is not a checkpoint (a .ckpt zip archive written by train.py). "
-                         "Fix: pass a file from a run's checkpoints/ folder.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path}: holds objects other than tensors and plain values, so it is not loaded (only "
-                         f"weights-only loading is safe). Details: {str(err).splitlines()[0]}") from None
+    path = checkpoint_file(str(path))
+    checkpoint = load_checkpoint(path)
     class_path = model_class or checkpoint.get("forecaster_class")
     if not class_path:
         raise ValueError(f"{path}: names no model class (saved before checkpoints recorded it). "

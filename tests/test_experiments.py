@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lstm_zoo.checks import CheckpointError
 from lstm_zoo.compare import compare
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.pipeline import evaluate, load_forecaster, run
@@ -148,13 +149,13 @@ class _RunsCode:
 
 
 def test_load_forecaster_refuses_non_checkpoints_and_crafted_pickles(tmp_path: Path, prices_csv: Path) -> None:
-    with pytest.raises(ValueError, match=r"prices\.csv is not a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"prices\.csv: not a checkpoint"):
         load_forecaster(prices_csv)
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(CheckpointError, match="no checkpoint at .*missing.ckpt"):
         load_forecaster(tmp_path / "missing.ckpt")
     marker = tmp_path / "code_ran"
     torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, tmp_path / "crafted.ckpt")
-    with pytest.raises(ValueError, match="crafted.ckpt: holds objects other than tensors"):
+    with pytest.raises(CheckpointError, match="crafted.ckpt: refused to load"):
         load_forecaster(tmp_path / "crafted.ckpt")
     assert not marker.exists()
 

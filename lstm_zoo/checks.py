@@ -1,0 +1,131 @@
+"""Checks that fail early and clearly: config ranges, checkpoints to resume from, and the errors users see."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from lstm_zoo.data import DataError
+
+
+class ConfigError(ValueError):
+    """A config value out of range, or impossible on this machine, worded for the user."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or unsafe to load, worded for the user."""
+
+
+# errors whose message is the whole story: train.py prints one line for them instead of a traceback
+USER_ERRORS = (DataError, ConfigError, CheckpointError, FloatingPointError, MisconfigurationException)
+
+
+def user_error(err: BaseException | None) -> BaseException | None:
+    """The user-facing error behind `err`, also when Hydra's instantiate wrapped it in an InstantiationException."""
+    while err is not None and not isinstance(err, USER_ERRORS):
+        err = err.__cause__
+    return err
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail at start, before reading data or training, on values no run can use; names the field and the range."""
+    def number(key: str) -> float | None:
+        value = OmegaConf.select(cfg, key)
+        try:
+            return None if value is None else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} is not a number.") from None
+
+    limits = [("data.window", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+              ("data.horizon", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+              ("data.batch_size", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+              ("data.val_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
+              ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+              ("model.optimizer.lr", lambda v: 0 < v < math.inf, "> 0"),
+              ("trainer.max_epochs", lambda v: v >= 1 or v == -1, ">= 1 (or -1 for no limit)")]
+    for key, ok, allowed in limits:
+        value = number(key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)} is out of range: it must be {allowed}.")
+    dates = {}
+    for key in ("data.train_end", "data.test_start"):
+        if OmegaConf.select(cfg, key) is not None:
+            try:
+                dates[key] = pd.Timestamp(str(OmegaConf.select(cfg, key)))
+            except ValueError:
+                raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not a date; use YYYY-MM-DD.") from None
+    if len(dates) == 2 and dates["data.test_start"] <= dates["data.train_end"]:
+        raise ConfigError(f"data.test_start={dates['data.test_start'].date()} must be after data.train_end="
+                          f"{dates['data.train_end'].date()}: the test period follows the training period.")
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU, but none is usable here (torch "
+                          f"{torch.__version__}, {build}). Fix: trainer=cpu, or install a CUDA build of torch.")
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    name = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    spawned = isinstance(strategy, DictConfig) and strategy.get("start_method") in ("spawn", "fork", "forkserver")
+    if ("ddp" in name.lower() and not spawned and "spawn" not in name and HydraConfig.initialized()
+            and HydraConfig.get().mode == RunMode.MULTIRUN):
+        raise ConfigError("trainer=ddp cannot run inside a multirun (-m): each DDP process would re-run the whole "
+                          "sweep. Fix: trainer.strategy.start_method=spawn, or run the DDP jobs one at a time.")
+
+
+def checkpoint_file(path: str | None) -> str | None:
+    """The checkpoint to resume from: a file, a run folder (its checkpoints/last.ckpt) or 'last' (this run's)."""
+    if path is None or str(path) == "last":
+        return path
+    given = Path(str(path)).expanduser()
+    file = next((p for p in (given / "checkpoints" / "last.ckpt", given / "last.ckpt") if p.is_file()), given) \
+        if given.is_dir() else given
+    if not file.is_file():
+        raise CheckpointError(f"ckpt_path: no checkpoint at {file}. Fix: pass a .ckpt file or a run folder "
+                              "holding checkpoints/last.ckpt, e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt.")
+    return str(file)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a Lightning checkpoint with `weights_only=True`: tensors and plain values only, so no code can run."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a checkpoint (expected a .ckpt file written by this project, a zip "
+                              "archive; the file may be truncated or something else). Fix: pass another ckpt_path.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # the pickle itself is damaged
+            unsafe = []
+        if unsafe:
+            raise CheckpointError(f"{path}: refused to load: it holds Python objects beyond tensors and plain "
+                                  f"values ({', '.join(unsafe)}), which could run code. Fix: use a checkpoint "
+                                  "written by this project.") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint (its saved objects do not decode). Fix: "
+                              "use another checkpoint, e.g. the run's other .ckpt file.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]}). Fix: use "
+                              "another checkpoint, e.g. the run's other .ckpt file.") from None
+
+
+def keep_best_across_folders(trainer: L.Trainer, checkpoint: dict) -> None:
+    """Resuming into a new run folder: keep the old run's best score, which Lightning drops when the folder changes.
+
+    Without it the first epoch after resuming becomes "best" whatever its loss. Files of the old run are never
+    deleted (ModelCheckpoint only removes files in its own folder).
+    """
+    for callback in trainer.checkpoint_callbacks:
+        state = checkpoint.get("callbacks", {}).get(callback.state_key)
+        if state and state.get("dirpath") != callback.dirpath:
+            callback.best_model_score = state["best_model_score"]
+            callback.best_k_models = state.get("best_k_models", {})
+            callback.kth_best_model_path, callback.kth_value = state["kth_best_model_path"], state["kth_value"]

@@ -1,0 +1,75 @@
+"""Helpers for the reliability tests: run `train.py` in a subprocess, and callbacks that inject faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+# tiny, quiet runs: 1 LSTM layer of 8 units over 10-day windows
+TINY = ["data.window=10", "model.hidden_size=8", "model.num_layers=1", "~callbacks.progress_bar",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def train_cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python train.py <args>` in `cwd`, in its own process group, killed as a group on timeout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "HYDRA_FULL_ERROR": "0"}
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # Lightning absorbs SIGTERM; DDP children share the group
+        out, _ = proc.communicate()
+        raise AssertionError(f"train.py {args} did not finish within {timeout}s:\n{out[-3000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+class SignalAfterEpoch(L.Callback):
+    """Sends `signum` to this process as epoch `epoch + 1` starts: epoch `epoch`'s last.ckpt is on disk by then."""
+
+    def __init__(self, epoch: int, signum: str = "SIGTERM") -> None:
+        self.epoch, self.signum = epoch, getattr(signal, signum)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch + 1:
+            os.kill(os.getpid(), self.signum)
+
+
+class RaiseOnRank(L.Callback):
+    """Fails one DDP rank in its first training batch, as a crash on one machine would."""
+
+    def __init__(self, rank: int = 1) -> None:
+        self.rank = rank
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_rank == self.rank:
+            raise RuntimeError(f"injected failure on rank {self.rank}")
+
+
+class PoisonWeights(L.Callback):
+    """Turns the model's weights into NaN during epoch `epoch`, after its last optimizer step: a NaN validation loss."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.current_epoch != self.epoch or batch_idx != trainer.num_training_batches - 1:
+            return
+        with torch.no_grad():
+            for p in pl_module.parameters():
+                p.fill_(float("nan"))
