@@ -106,16 +106,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch)
+        last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):  # sweepers can't rank NaN
+            raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
+                                     f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
+                                     "trainer.gradient_clip_val=1.0.")
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
             loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
-            trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+            trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
             trainer.loggers = loggers
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-        if not all(math.isfinite(metrics.get(k, 0.0)) for k in ("val/loss", "val/rmse")):  # a sweeper cannot rank NaN
-            raise FloatingPointError(f"validation loss is {metrics.get('val/loss')} after epoch "
-                                     f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
-                                     "trainer.gradient_clip_val=1.0.")
         if cfg.test and trainer.world_size > 1:
             if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
                 return metrics

@@ -109,7 +109,7 @@ def test_slurm_launcher_config_composes_with_the_trainer_layout() -> None:
     instantiate(cfg.hydra.launcher)  # the plugin accepts every field
     environment = instantiate(cfg.trainer.plugins[0])
     assert type(environment).__name__ == "SLURMEnvironment" and environment.auto_requeue is False
-    assert cfg.trainer.strategy == "ddp"
+    assert cfg.trainer.strategy._target_ == "lightning.pytorch.strategies.DDPStrategy"
 
 
 def test_run_reports_the_best_epochs_validation_rmse(fast_cfg) -> None:
