@@ -317,7 +317,8 @@ def tensorboard_tags(run_dir) -> dict[str, list[str]]:
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("horizon", [1, 5])
 def test_every_model_trains_and_tests_through_the_pipeline(fast_cfg, tmp_path, name: str, horizon: int):
-    metrics = run(fast_cfg(f"model={name}", f"data.horizon={horizon}", "trainer.limit_train_batches=4"))
+    metrics = run(fast_cfg(f"model={name}", f"data.horizon={horizon}", "trainer.limit_train_batches=4",
+                       "trainer.log_every_n_steps=1"))
     assert metrics["status"] == "completed"
     assert math.isfinite(metrics["test/rmse"]) and math.isfinite(metrics["test/persistence_rmse"])
     assert ("test/rmse_step5" in metrics) == (horizon == 5)
