@@ -161,8 +161,13 @@ class PeepholeLSTM(nn.Module):
             else:
                 xw = x.flatten(0, 1).mm(w_ih.t())
             xw = xw.view(x.shape[0], x.shape[1], -1)  # (T, B, 4H), all steps in one matrix product
-            recurrence = PeepholeFunction.apply if self.fused else peephole_loop
-            x, c = recurrence(xw, w_hh, peep, hx[0][layer], hx[1][layer])
+            if self.fused:  # in the weights' precision, also under autocast (mixed-precision training)
+                with torch.autocast(x.device.type, enabled=False):
+                    dtype = w_hh.dtype
+                    x, c = PeepholeFunction.apply(xw.to(dtype), w_hh, peep, hx[0][layer].to(dtype),
+                                                  hx[1][layer].to(dtype))
+            else:
+                x, c = peephole_loop(xw, w_hh, peep, hx[0][layer], hx[1][layer])
             h_n.append(x[-1])
             c_n.append(c)
         output = x.transpose(0, 1) if self.batch_first else x
