@@ -68,15 +68,15 @@ def _fused_backward(d_out: Tensor, d_c: Tensor, w_hh: Tensor, peep: Tensor, acts
     ifg_factor = torch.cat([g * i * (1 - i), cells[:-1] * f * (1 - f), i * (1 - g * g)], 2)  # (T, B, 3H)
     peep_i, peep_f, peep_o = peep[0], peep[1], peep[2]
     d_gates = torch.empty_like(acts)
-    d_h = torch.zeros_like(d_out[0])
-    for t in range(d_out.shape[0] - 1, -1, -1):
+    n_steps = d_out.shape[0]
+    d_h = d_out[n_steps - 1]  # dL/dh(t): from the output at t, plus from step t+1's gates below
+    for t in range(n_steps - 1, -1, -1):
         step = d_gates[t]
-        d_h = d_h + d_out[t]
         d_o = torch.mul(d_h, d_o_factor[t], out=step[:, 3 * hidden :])
-        d_c = (d_c + d_h * d_c_factor[t]).addcmul_(d_o, peep_o)
+        d_c = torch.addcmul(d_c, d_h, d_c_factor[t]).addcmul_(d_o, peep_o)
         torch.mul(d_c.repeat(1, 3), ifg_factor[t], out=step[:, : 3 * hidden])  # d_i, d_f, d_g
         d_c = (d_c * f[t]).addcmul_(step[:, :hidden], peep_i).addcmul_(step[:, hidden : 2 * hidden], peep_f)
-        d_h = step.mm(w_hh)
+        d_h = torch.addmm(d_out[t - 1], step, w_hh) if t > 0 else step.mm(w_hh)
     return d_gates, d_h, d_c
 
 
