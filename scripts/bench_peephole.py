@@ -116,6 +116,7 @@ def main() -> None:
     print(f"| {'stacked (nn.LSTM)':<22} | {statistics.median(times['stacked']):7.3f} | {1:9.2f} |")
     for option in options:
         print(f"| {option:<22} | {statistics.median(times[option]):7.3f} | {statistics.median(ratios[option]):9.2f} |")
+    print("\nper round, s:", {name: [round(t, 2) for t in values] for name, values in times.items()})
 
 
 if __name__ == "__main__":
