@@ -1,4 +1,4 @@
-"""Callbacks: the tutorial's actual-vs-predicted plot, as a PNG in the run folder and in TensorBoard."""
+"""Callbacks: the tutorial's actual-vs-predicted plot (PNG + TensorBoard) and TensorBoard views inside models."""
 
 from __future__ import annotations
 
@@ -75,3 +75,55 @@ class RNGState(L.Callback):
         random.setstate((version, tuple(internal), gauss_next))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+def tensorboards(trainer: L.Trainer) -> list:
+    """The SummaryWriters of the run's TensorBoard loggers, on the main process only."""
+    if not trainer.is_global_zero:
+        return []
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+class ModelViews(L.Callback):
+    """TensorBoard views of any model: its parameter count (scalar `model/num_parameters`), a histogram of
+    each layer's peephole weights after every epoch (models with `peephole` parameters), and a heatmap of the
+    attention weights over the window for `n_days` test days (models whose forward takes `return_weights`).
+    """
+
+    def __init__(self, n_days: int = 6) -> None:
+        self.n_days = n_days
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        count = sum(p.numel() for p in pl_module.parameters())
+        for writer in tensorboards(trainer):
+            writer.add_scalar("model/num_parameters", count, 0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        peepholes = [(n, p) for n, p in pl_module.named_parameters() if "peephole" in n.rsplit(".", 1)[-1]]
+        for writer in tensorboards(trainer):
+            for name, weight in peepholes:  # rows: input, forget, output gate
+                for row, gate in enumerate(("input", "forget", "output")):
+                    writer.add_histogram(f"peephole/{name}/{gate}", weight[row].detach().cpu(), trainer.current_epoch)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writers = tensorboards(trainer)
+        if not writers or not hasattr(pl_module, "attention"):
+            return
+        dataset, dates = trainer.datamodule.datasets["test"], trainer.datamodule.test_dates
+        index = torch.linspace(0, len(dataset) - 1, min(self.n_days, len(dataset))).long().tolist()
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            _, weights = pl_module(dataset.x[index].to(pl_module.device), return_weights=True)  # (days, W)
+        pl_module.train(was_training)
+        window = weights.shape[1]
+        fig, ax = plt.subplots(figsize=(10, 0.5 * len(index) + 1.5))
+        image = ax.imshow(weights.cpu().numpy(), aspect="auto", cmap="viridis",
+                          extent=(-window - 0.5, -0.5, len(index) - 0.5, -0.5))
+        ax.set_yticks(range(len(index)), [f"{dates[i].date()}" for i in index])
+        ax.set(xlabel="day in the window (-1: the last known day)", ylabel="forecast for",
+               title="Attention weights over the window")
+        fig.colorbar(image, ax=ax)
+        fig.tight_layout()
+        for writer in writers:
+            writer.add_figure("test/attention", fig, global_step=trainer.global_step)
+        plt.close(fig)

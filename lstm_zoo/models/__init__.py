@@ -1,6 +1,11 @@
 """The model zoo: every variant is a thin subclass of `Forecaster`."""
 
+from lstm_zoo.models.attention import Attention, AttentionForecaster
 from lstm_zoo.models.base import Forecaster
+from lstm_zoo.models.cnn_lstm import CNNLSTMForecaster
+from lstm_zoo.models.peephole import PeepholeForecaster, PeepholeLSTM
 from lstm_zoo.models.rnn import RNNForecaster
+from lstm_zoo.models.seq2seq import EncoderDecoderForecaster
 
-__all__ = ["Forecaster", "RNNForecaster"]
+__all__ = ["Attention", "AttentionForecaster", "CNNLSTMForecaster", "EncoderDecoderForecaster", "Forecaster",
+           "PeepholeForecaster", "PeepholeLSTM", "RNNForecaster"]

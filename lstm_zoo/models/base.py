@@ -40,13 +40,17 @@ class Forecaster(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define forward: (B, window, features) -> (B, horizon)")
 
+    def training_forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """The forward pass of training steps; a model that learns from the targets (teacher forcing) overrides it."""
+        return self(x)
+
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def _shared_step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y, _ = batch
-        y_hat = self(x)
+        y_hat = self.training_forward(x, y) if stage == "train" else self(x)
         loss = self.loss_fn(y_hat, y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss, y_hat

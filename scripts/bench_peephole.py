@@ -1,0 +1,123 @@
+"""Peephole LSTM speed options vs the fused nn.LSTM `stacked` model: training-epoch time, side by side.
+
+python scripts/bench_peephole.py [--repeats 5] [--batches 82] [--device cpu] [--threads 1] [--options a,b,...]
+
+Each option is timed in the same process, interleaved with `stacked`, over `--repeats` rounds; the table
+gives the median seconds per epoch and the median of the per-round ratios to `stacked`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from torch import Tensor
+
+import lstm_zoo.models.peephole as peephole
+from lstm_zoo.models import PeepholeForecaster, RNNForecaster
+
+
+def naive_forward(self, x: Tensor, hx=None):
+    """No hoisting: the input projection is a full matrix product inside every step (one-layer module)."""
+    x = x.transpose(0, 1)
+    h = c = x.new_zeros(x.shape[1], self.hidden_size)
+    w_ih, w_hh, peep = self.weight_ih_l0, self.weight_hh_l0, self.peephole_l0
+    bias = self.bias_ih_l0 + self.bias_hh_l0
+    outputs = []
+    for t in range(x.shape[0]):
+        i, f, g, o = (x[t] @ w_ih.t() + h @ w_hh.t() + bias).chunk(4, 1)
+        i = torch.sigmoid(i + peep[0] * c)
+        f = torch.sigmoid(f + peep[1] * c)
+        c = f * c + i * torch.tanh(g)
+        o = torch.sigmoid(o + peep[2] * c)
+        h = o * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs).transpose(0, 1), (h, c)
+
+
+def configure(option: str) -> tuple[bool, object]:
+    """Point the peephole module at one implementation; returns (fused flag, patched forward or None)."""
+    peephole.peephole_loop = ORIGINAL_LOOP
+    peephole._forward_impl, peephole._backward_impl = SCRIPTED
+    if option == "naive":
+        return False, naive_forward
+    if option == "torchscript_autograd":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            peephole.peephole_loop = torch.jit.script(ORIGINAL_LOOP)
+    elif option == "compile_autograd":
+        peephole.peephole_loop = torch.compile(ORIGINAL_LOOP, dynamic=False)
+    elif option == "fused_eager":
+        peephole._forward_impl, peephole._backward_impl = peephole._fused_forward, peephole._fused_backward
+    return option.startswith("fused"), None
+
+
+def epoch(model: torch.nn.Module, batches: list[tuple[Tensor, Tensor]]) -> float:
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    model.train()
+    started = time.perf_counter()
+    for x, y in batches:
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+ORIGINAL_LOOP = peephole.peephole_loop
+SCRIPTED = (peephole._forward_impl, peephole._backward_impl)
+OPTIONS = ["naive", "hoisted_autograd", "torchscript_autograd", "compile_autograd", "fused_eager", "fused_torchscript"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=82, help="82 = one epoch of the IBM training windows")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--options", default=",".join(OPTIONS))
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    batches = [(torch.rand(32, 60, 1, device=device), torch.rand(32, 1, device=device)) for _ in range(args.batches)]
+    stacked = RNNForecaster(hidden_size=50, num_layers=4, dropout=0.2, window=60).to(device)
+    options = args.options.split(",")
+    models = {}
+    for option in options:  # build, and warm up (compile / script / allocator) outside the timed rounds
+        fused, forward = configure(option)
+        model = PeepholeForecaster(hidden_size=50, num_layers=4, dropout=0.2, fused=fused, window=60)
+        for layer in model.layers if forward is not None else []:
+            layer.forward = forward.__get__(layer)  # each layer of the forecaster is a one-layer PeepholeLSTM
+        models[option] = model.to(device)
+        started = time.perf_counter()
+        epoch(models[option], batches[:3])
+        print(f"{option}: warm-up of 3 batches {time.perf_counter() - started:.2f} s", flush=True)
+    epoch(stacked, batches[:3])
+    times: dict[str, list[float]] = {name: [] for name in ["stacked", *options]}
+    ratios: dict[str, list[float]] = {name: [] for name in options}
+    for _ in range(args.repeats):
+        base = epoch(stacked, batches)
+        times["stacked"].append(base)
+        for option in options:
+            configure(option)
+            seconds = epoch(models[option], batches)
+            times[option].append(seconds)
+            ratios[option].append(seconds / base)
+    print(f"\n{args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.batches} batches x 32, window 60, 4 x 50, median of {args.repeats}")
+    print(f"| {'option':<22} | s/epoch | x stacked |\n|---|---|---|")
+    print(f"| {'stacked (nn.LSTM)':<22} | {statistics.median(times['stacked']):7.3f} | {1:9.2f} |")
+    for option in options:
+        print(f"| {option:<22} | {statistics.median(times[option]):7.3f} | {statistics.median(ratios[option]):9.2f} |")
+    print("\nper round, s:", {name: [round(t, 2) for t in values] for name, values in times.items()})
+
+
+if __name__ == "__main__":
+    main()
