@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-FAST = ["trainer.max_epochs=1", "data.window=10", "model.hidden_size=8", "~callbacks.progress_bar",
+FAST = ["trainer.max_epochs=1", "data.window=10", "model.hidden_size=8",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 

@@ -129,7 +129,7 @@ def test_eval_reproduces_the_training_runs_test_metrics(fast_cfg, prices_csv: Pa
     assert torch.load(checkpoint, weights_only=True)["forecaster_class"] == "lstm_zoo.models.rnn.RNNForecaster"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # no data.window: the checkpoint has it
         cfg = compose("eval", overrides=[f"ckpt_path={checkpoint}", "data=csv", f"data.path={prices_csv}",
-                                         "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+                                         "trainer.enable_progress_bar=false",
                                          f"output_dir={tmp_path / 'eval'}"])
     scored = evaluate(cfg)
     test_keys = [k for k in trained if k.startswith("test/")]

@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 # tiny, quiet runs: 1 LSTM layer of 8 units over 10-day windows
-TINY = ["data.window=10", "model.hidden_size=8", "model.num_layers=1", "~callbacks.progress_bar",
+TINY = ["data.window=10", "model.hidden_size=8", "model.num_layers=1",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
