@@ -89,6 +89,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch)
+        if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
+            # val/* of the checkpoint that is tested, not of the last epoch: what configurations are chosen on
+            trainer.validate(model, datamodule=datamodule, ckpt_path="best", verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         if cfg.test:
             trainer.test(model, datamodule=datamodule, ckpt_path="best" if trainer.checkpoint_callback else None)

@@ -27,13 +27,24 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
-def group_key(run: Path, by: list[str] | None) -> str:
-    if by:
-        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-        return " ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in by)
-    overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml") if (run / ".hydra").is_dir() else []
-    kept = sorted(o for o in overrides if not o.startswith(("seed=", "hydra.", "output_dir=")))
-    return " ".join(kept) or "(defaults)"
+def settings(run: Path, by: list[str] | None) -> dict[str, str]:
+    """What defines the run's configuration: its command-line overrides but `seed`, or the --by keys' values."""
+    hydra_dir = run / ".hydra"
+    if by:  # a config group's option name (model=gru) where the key is a group, else the config value
+        choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
+        cfg = OmegaConf.load(hydra_dir / "config.yaml")
+        return {key: str(choices[key] if key in choices else OmegaConf.select(cfg, key)) for key in by}
+    overrides = OmegaConf.load(hydra_dir / "overrides.yaml") if hydra_dir.is_dir() else []
+    pairs = (o.split("=", 1) for o in overrides if "=" in o)
+    return {k: v for k, v in pairs if k not in ("seed", "output_dir") and not k.startswith("hydra.")}
+
+
+def group_labels(runs: list[Path], by: list[str] | None) -> list[str]:
+    """One label per run, naming only the settings that differ between runs (all runs alike: 'all')."""
+    per_run = [settings(run, by) for run in runs]
+    keys = sorted({k for s in per_run for k in s})
+    varying = [k for k in keys if by or len({s.get(k) for s in per_run}) > 1]
+    return [" ".join(f"{k}={s.get(k, '(default)')}" for k in varying) or "all" for s in per_run]
 
 
 def fmt(value: float | None, spec: str = ".3f") -> str:
@@ -43,17 +54,20 @@ def fmt(value: float | None, spec: str = ".3f") -> str:
 def summarize(runs: list[Path], by: list[str] | None = None) -> pd.DataFrame:
     """One row per configuration: validation RMSE, per-seed test skill and DM p-values, and the ensemble's."""
     groups: dict[str, list[Path]] = {}
-    for run in runs:
-        groups.setdefault(group_key(run, by), []).append(run)
+    for run, label in zip(runs, group_labels(runs, by)):
+        groups.setdefault(label, []).append(run)
     rows = []
     for key, members in groups.items():
         singles = [json.loads((run / "metrics.json").read_text()) for run in members]
         skills = [m.get("test/skill") for m in singles]
         val_rmse = [m["val/rmse"] for m in singles if m.get("val/rmse") is not None]
+        val_skill = [1 - m["val/rmse"] / m["val/persistence_rmse"] for m in singles
+                     if m.get("val/rmse") is not None and m.get("val/persistence_rmse")]
         ensemble = predictions_metrics(ensemble_predictions([pd.read_csv(run / "predictions.csv") for run in members]))
         rows.append({
             "config": key, "runs": len(members),
             "val_rmse_mean": statistics.fmean(val_rmse) if val_rmse else math.nan,
+            "val_skill_mean": statistics.fmean(val_skill) if val_skill else math.nan,
             "skill_per_seed": " ".join(fmt(s, "+.3f") for s in skills),
             "dm_p_per_seed": " ".join(fmt(m.get("test/dm_pvalue"), ".2g") for m in singles),
             "beats_on_every_seed": all(s is not None and s > 0 for s in skills),
