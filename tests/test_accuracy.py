@@ -204,6 +204,21 @@ def test_defaults_keep_the_tutorial_schedule(tmp_path: Path) -> None:
     assert set(cfg.callbacks) < set(stopping.callbacks)
 
 
+def test_beat_persistence_sweeps_transforms_features_models_and_three_seeds(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=beat_persistence"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
+    assert len(jobs) == 3 * 2 * 3 * 3
+    assert {"model=stacked", "model=gru", "model=attention", "seed=2", "data.target_transform=diff",
+            "data.features=[High]"} <= {o for job in jobs for o in job}
+    assert cfg.callbacks.early_stopping.patience > 0 and cfg.model.scheduler._target_.endswith("ReduceLROnPlateau")
+
+
 @pytest.mark.slow
 def test_beat_persistence_sweep_reports_skill_and_diebold_mariano(tmp_path: Path, prices_csv: Path) -> None:
     sweep = tmp_path / "sweep"
