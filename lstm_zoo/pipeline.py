@@ -84,7 +84,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
         params = OmegaConf.to_container(cfg, resolve=True)
         params.update(model_class=type(model).__name__, num_parameters=model.num_parameters)
-        logger.log_hyperparams(params, metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan})
+        logger.log_hyperparams(params, metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan,
+                                                "hp/test_skill": math.nan})
 
         started = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -102,7 +103,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                        best_checkpoint=trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
                        else None)
         logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
-                            "hp/test_rmse": metrics.get("test/rmse", math.nan)}, step=trainer.global_step)
+                            "hp/test_rmse": metrics.get("test/rmse", math.nan),
+                            "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
         if trainer.is_global_zero and cfg.test:
             print_summary(metrics)
         return metrics
