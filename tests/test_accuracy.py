@@ -185,6 +185,18 @@ def test_ensemble_averages_predictions_and_scores_them_like_a_run() -> None:
         ensemble_predictions([base, base.iloc[:2]])
 
 
+def test_summary_prints_skill_and_dm_pvalue_beside_persistence(capsys: pytest.CaptureFixture) -> None:
+    from lstm_zoo.pipeline import print_summary
+
+    print_summary({"test/rmse": 1.5, "test/mae": 1.0, "test/mape": 0.7, "test/skill": -0.25,
+                   "test/directional_accuracy": 0.48, "test/dm_stat": 2.5, "test/dm_pvalue": 0.013,
+                   "test/persistence_rmse": 1.2, "test/persistence_mae": 0.9, "test/persistence_mape": 0.6})
+    out = capsys.readouterr().out
+    model = next(line for line in out.splitlines() if line.startswith("model"))
+    assert model.split()[1:] == ["1.500", "1.000", "0.700", "-0.250", "0.480", "2.500", "0.013"]
+    assert "does not beat persistence" in out and "p = 0.013" in out
+
+
 @pytest.mark.parametrize("scheduler", ["reduce_on_plateau", "cosine"])
 def test_scheduler_options_build_a_scheduler_stepped_on_val_loss(tmp_path: Path, scheduler: str) -> None:
     cfg = compose_train([f"scheduler={scheduler}", "model.hidden_size=4"], tmp_path)
