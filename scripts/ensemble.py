@@ -68,7 +68,7 @@ def summarize(runs: list[Path], by: list[str] | None = None) -> pd.DataFrame:
             "config": key, "runs": len(members),
             "val_rmse_mean": statistics.fmean(val_rmse) if val_rmse else math.nan,
             "val_skill_mean": statistics.fmean(val_skill) if val_skill else math.nan,
-            "skill_per_seed": " ".join(fmt(s, "+.3f") for s in skills),
+            "skill_per_seed": " ".join(fmt(s, "+.4f") for s in skills),
             "dm_p_per_seed": " ".join(fmt(m.get("test/dm_pvalue"), ".2g") for m in singles),
             "beats_on_every_seed": all(s is not None and s > 0 for s in skills),
             "ensemble_rmse": ensemble["test/rmse"], "persistence_rmse": ensemble["test/persistence_rmse"],
@@ -80,8 +80,8 @@ def summarize(runs: list[Path], by: list[str] | None = None) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """The table as Markdown (numbers to 3 decimals), to paste into notes."""
-    cells = [[fmt(v) if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    """The table as Markdown (numbers to 4 decimals), to paste into notes."""
+    cells = [[fmt(v, ".4f") if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
