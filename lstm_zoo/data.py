@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -22,8 +24,34 @@ TICKER_COLUMNS = ("Name", "Ticker", "Symbol")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d*)?$")
 
 
+TARGET_TRANSFORMS = ("level", "diff", "log_return")
+
+# Derived features: name -> (raw columns it reads, formula on the cleaned frame). Only backward-looking
+# operations (same-day values, shift(+1), diff), so a row never reads the day it helps to predict or later.
+DERIVED: dict[str, tuple[tuple[str, ...], Callable[[pd.DataFrame], pd.Series]]] = {
+    "range": (("High", "Low"), lambda f: f["High"] - f["Low"]),  # the day's trading range
+    "gap": (("Open", "Close"), lambda f: f["Open"] - f["Close"].shift(1)),  # overnight gap from yesterday's close
+    "log_volume": (("Volume",), lambda f: np.log1p(f["Volume"])),
+    "return": (("Close",), lambda f: np.log(f["Close"]).diff()),  # daily log return of the close
+}
+
+
 class DataError(ValueError):
     """A problem with the input data or the data config, worded for the user."""
+
+
+def add_derived_features(frame: pd.DataFrame, names: list[str], source: str = "data") -> pd.DataFrame:
+    """`frame` plus the derived columns `names` (see DERIVED), without the leading row(s) a shift leaves empty."""
+    if not names:
+        return frame
+    derived = pd.DataFrame({name: DERIVED[name][1](frame) for name in names}, index=frame.index)
+    derived = derived.replace([np.inf, -np.inf], np.nan)
+    lead = int(derived.notna().all(axis=1).to_numpy().argmax())  # rows before the first complete one
+    bad = derived.iloc[lead:].isna().any()
+    if bad.any() or derived.iloc[lead:].empty:
+        raise DataError(f"{source}: derived feature(s) {list(bad[bad].index)} are undefined on some days (e.g. a "
+                        "log of a zero or negative price). Fix: drop them from data.features.")
+    return pd.concat([frame, derived], axis=1).iloc[lead:]
 
 
 def load_embedded_ibm() -> pd.DataFrame:
@@ -155,15 +183,20 @@ class WindowDataset(Dataset):
 class StockDataModule(L.LightningDataModule):
     """Daily price windows, `window` past days -> the next `horizon` values of `target`.
 
-    Batches are `(x, y, last)`: x (B, window, features) and y (B, horizon) are scaled with a MinMaxScaler
-    fit on the training period only; `last` (B,) is the last known target price, in price units, so the
-    persistence forecast and `to_price` need nothing else.
+    Batches are `(x, y, last)`: x (B, window, features) is scaled with a MinMaxScaler fit on the training
+    period only; `last` (B,) is the last known target price, in price units, so the persistence forecast
+    and `to_price` need nothing else. y (B, horizon) depends on `target_transform`:
+    `level` the MinMax-scaled target (the tutorial); `diff` the change target[t+k] - last and `log_return`
+    log(target[t+k] / last), both divided by the standard deviation of the training period's one-day
+    changes and never shifted, so a model output of 0 is exactly the persistence forecast.
+    `features` may name derived columns (see DERIVED) besides the file's own.
     """
 
     def __init__(self, path: str | None = None, target: str = "High", features: list[str] | None = None,
                  window: int = 60, horizon: int = 1, train_end: str | None = None, test_start: str | None = None,
                  val_fraction: float = 0.1, batch_size: int = 32, date_column: str = "Date",
-                 ticker: str | None = None, sep: str = ",") -> None:
+                 ticker: str | None = None, sep: str = ",",
+                 target_transform: Literal["level", "diff", "log_return"] = "level") -> None:
         super().__init__()
         features = list(features) if features is not None else [target]
         for field, value, low in (("window", window, 1), ("horizon", horizon, 1), ("batch_size", batch_size, 1)):
@@ -173,12 +206,20 @@ class StockDataModule(L.LightningDataModule):
             raise DataError(f"data.val_fraction={val_fraction} is out of range: it must be in (0, 1).")
         if not features:
             raise DataError("data.features is empty: list at least one column, e.g. data.features=[High].")
+        if target_transform not in TARGET_TRANSFORMS:
+            raise DataError(f"data.target_transform={target_transform!r} is not one of {list(TARGET_TRANSFORMS)}.")
         self.path, self.target, self.features = path, target, features
         self.window, self.horizon, self.batch_size = int(window), int(horizon), int(batch_size)
         self.train_end, self.test_start, self.val_fraction = train_end, test_start, val_fraction
         self.date_column, self.ticker, self.sep = date_column, ticker, sep
+        self.target_transform = target_transform
         self.columns = list(dict.fromkeys([*features, target]))  # scaled columns: features, then target
+        self.target_index = self.columns.index(target)  # the target may also be one of the features
+        self.derived = [c for c in self.columns if c in DERIVED]
+        needed = [c for name in self.derived for c in DERIVED[name][0]]
+        self.raw_columns = list(dict.fromkeys([c for c in self.columns if c not in DERIVED] + needed))
         self.scaler: MinMaxScaler | None = None
+        self.change_scale: float | None = None  # std of the training period's one-day target changes
         self.datasets: dict[str, WindowDataset] = {}
 
     @property
@@ -194,7 +235,18 @@ class StockDataModule(L.LightningDataModule):
             raw, date_column = read_price_csv(self.path, self.sep), self.date_column
         else:
             raw, date_column = load_embedded_ibm(), "Date"
-        return clean_prices(raw, self.columns, date_column, self.ticker, self.source)
+        for name in self.derived:
+            missing = [c for c in DERIVED[name][0] if c not in raw.columns]
+            if missing:
+                raise DataError(f"{self.source}: derived feature {name!r} in data.features needs column(s) {missing}, "
+                                f"which the file lacks (it has {list(map(str, raw.columns))}). Fix: drop {name!r}.")
+        unknown = [c for c in self.columns if c not in raw.columns and c not in DERIVED]
+        if unknown:
+            raise DataError(f"{self.source}: column(s) {unknown} not found; the file has {list(map(str, raw.columns))}"
+                            f" and the derived features are {list(DERIVED)}. Fix: set data.target / data.features "
+                            "to one of those.")
+        frame = clean_prices(raw, self.raw_columns, date_column, self.ticker, self.source)
+        return add_derived_features(frame, self.derived, self.source)[self.columns]
 
     def split_dates(self, index: pd.DatetimeIndex) -> tuple[pd.Timestamp, pd.Timestamp]:
         """(train_end, test_start); by default the test period is the last calendar year in the data."""
@@ -232,6 +284,9 @@ class StockDataModule(L.LightningDataModule):
                                 "MinMax scaling is undefined and there is nothing to learn. Fix: choose other "
                                 "data.features/data.target or a longer training period.")
             self.scaler = MinMaxScaler().fit(train[self.columns].to_numpy())  # train only: no test leakage
+        if self.change_scale is None and self.target_transform != "level":
+            self.change_scale = float(np.std(self._change(train[self.target].to_numpy()[1:],
+                                                          train[self.target].to_numpy()[:-1])))
         history = pd.concat([train.iloc[-self.window:], test])  # test windows start with the last `window` days
         train_x, train_y, train_last, train_dates = self._windows(train)
         if len(train_x) < 2:
@@ -249,19 +304,38 @@ class StockDataModule(L.LightningDataModule):
         log.info("%s: %d train / %d val / %d test windows (train to %s, test from %s)", self.source, cut, n_val,
                  len(test_x), train_end.date(), test_start.date())
 
+    def _change(self, future: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Target change from `last` to `future` in the transform's units (price or log-price difference)."""
+        if self.target_transform == "log_return":
+            if (future <= 0).any() or (last <= 0).any():
+                raise DataError(f"{self.source}: data.target_transform=log_return needs positive {self.target} "
+                                "values. Fix: data.target_transform=diff.")
+            return np.log(future) - np.log(last)
+        return future - last
+
     def _windows(self, part: pd.DataFrame) -> tuple[Tensor, Tensor, Tensor, pd.DatetimeIndex]:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         scaled = torch.as_tensor(self.scaler.transform(part[self.columns].to_numpy()), dtype=torch.float32)
         scaled = scaled.to(device)  # whole series on the device once: no per-batch host-to-device copies
-        target = torch.tensor(part[self.target].to_numpy(), dtype=torch.float32, device=device)
-        x, y = make_windows(scaled[:, : self.n_features], scaled[:, -1], self.window, self.horizon)
+        prices = part[self.target].to_numpy()
+        target = torch.tensor(prices, dtype=torch.float32, device=device)
+        x, y = make_windows(scaled[:, : self.n_features], scaled[:, self.target_index], self.window, self.horizon)
         last = target[self.window - 1 : self.window - 1 + len(x)]
+        if self.target_transform != "level":  # y[i, k] = change from the window's last day to its k+1-th target
+            future = np.lib.stride_tricks.sliding_window_view(prices[self.window :], self.horizon)[: len(x)]
+            change = self._change(future, prices[self.window - 1 : self.window - 1 + len(x), None])
+            y = torch.tensor(change / self.change_scale, dtype=torch.float32, device=device)  # (N, H), float64 math
         return x, y, last, part.index[self.window : self.window + len(x)]
 
     def to_price(self, y: Tensor, last: Tensor) -> Tensor:
-        """Model outputs (B, H) in scaled units -> prices (B, H); `last` is for change-based targets."""
-        scale, offset = float(self.scaler.scale_[-1]), float(self.scaler.min_[-1])
-        return (y - offset) / scale
+        """Model outputs (B, H) in scaled units -> prices (B, H); `last` (B,) anchors change-based targets."""
+        if self.target_transform == "level":
+            scale, offset = float(self.scaler.scale_[self.target_index]), float(self.scaler.min_[self.target_index])
+            return (y - offset) / scale
+        change = y * self.change_scale  # no offset: an output of 0 is exactly `last`, the persistence forecast
+        if self.target_transform == "diff":
+            return last.unsqueeze(1) + change
+        return last.unsqueeze(1) * torch.exp(change)
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[stage]
@@ -286,7 +360,8 @@ class StockDataModule(L.LightningDataModule):
             return {}
         return {"columns": self.columns, "target": self.target, "features": self.features, "window": self.window,
                 "horizon": self.horizon, "data_min": self.scaler.data_min_.tolist(),
-                "data_max": self.scaler.data_max_.tolist()}
+                "data_max": self.scaler.data_max_.tolist(), "target_transform": self.target_transform,
+                "change_scale": self.change_scale}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -294,4 +369,9 @@ class StockDataModule(L.LightningDataModule):
         if state["columns"] != self.columns:
             raise DataError(f"the checkpoint was trained on columns {state['columns']} but data.features/"
                             f"data.target give {self.columns}. Fix: use the same features and target.")
+        transform = state.get("target_transform", "level")
+        if transform != self.target_transform:
+            raise DataError(f"the checkpoint was trained with data.target_transform={transform} but the config "
+                            f"gives {self.target_transform}. Fix: data.target_transform={transform}.")
         self.scaler = MinMaxScaler().fit(np.array([state["data_min"], state["data_max"]]))
+        self.change_scale = state.get("change_scale")

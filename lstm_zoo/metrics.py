@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from scipy import stats
 from torch import Tensor
 from torchmetrics.functional import mean_absolute_error, mean_absolute_percentage_error, mean_squared_error
 
@@ -32,3 +35,61 @@ def forecast_metrics(pred: Tensor, actual: Tensor) -> dict[str, float]:
 
 def all_finite(metrics: dict[str, float]) -> bool:
     return all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k != "mape")
+
+
+def directional_accuracy(pred: Tensor, actual: Tensor, last: Tensor) -> float:
+    """Share of forecasts whose change from `last` has the sign of the actual change, (B, H) with `last` (B,).
+
+    Days (and steps) on which the actual price did not change have no direction and are left out;
+    0.5 is a coin toss. NaN when every actual change is zero.
+    """
+    actual_sign = torch.sign(actual - last.unsqueeze(1))
+    moved = actual_sign != 0
+    if not moved.any():
+        return float("nan")
+    hits = torch.sign(pred - last.unsqueeze(1)) == actual_sign
+    return hits[moved].double().mean().item()
+
+
+def diebold_mariano(errors_a: Tensor, errors_b: Tensor, horizon: int = 1) -> tuple[float, float]:
+    """Diebold-Mariano test of equal squared-error accuracy with the Harvey-Leybourne-Newbold correction.
+
+    errors (T, H): forecast errors of two forecasts of the same targets, one row per forecast origin; the
+    loss differential d_t is the difference of their mean squared errors over the H steps. Its long-run
+    variance sums the autocovariances up to lag `horizon` - 1 (overlapping h-step forecasts), falling back
+    to the variance alone if that sum is not positive. Returns (statistic, two-sided p-value) from Student's
+    t with T - 1 degrees of freedom, as R's forecast::dm.test. A negative statistic means `a` is more accurate.
+    """
+    d = (errors_a.double() ** 2).mean(dim=1) - (errors_b.double() ** 2).mean(dim=1)  # (T,)
+    n = d.numel()
+    if n < 2:
+        return float("nan"), float("nan")
+    if bool((d == 0).all()):
+        return 0.0, 1.0  # identical losses on every day: no evidence of any difference
+    centred = d - d.mean()
+    autocov = [(centred[k:] * centred[: n - k]).sum().item() / n for k in range(min(horizon, n))]
+    variance = autocov[0] + 2 * sum(autocov[1:])
+    if variance <= 0:
+        variance = autocov[0]
+    statistic = d.mean().item() / math.sqrt(variance / n)
+    statistic *= math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)  # HLN small-sample correction
+    return statistic, float(2 * stats.t.sf(abs(statistic), df=n - 1))
+
+
+def compare_with_persistence(pred: Tensor, actual: Tensor, last: Tensor) -> dict[str, float]:
+    """How a forecast (B, H) fares against persistence on the same days: skill, direction, Diebold-Mariano.
+
+    skill = 1 - RMSE_model / RMSE_persistence (> 0: better than "tomorrow = today"); dm_stat < 0 with a small
+    dm_pvalue: the model's squared errors are significantly smaller than persistence's.
+    """
+    pred, actual, last = pred.double(), actual.double(), last.double()
+    persistence = persistence_forecast(last, actual.shape[1])
+    rmse_model = mean_squared_error(pred, actual, squared=False).item()
+    rmse_persistence = mean_squared_error(persistence, actual, squared=False).item()
+    statistic, pvalue = diebold_mariano(pred - actual, persistence - actual, horizon=actual.shape[1])
+    return {
+        "skill": 1 - rmse_model / rmse_persistence if rmse_persistence > 0 else float("nan"),
+        "directional_accuracy": directional_accuracy(pred, actual, last),
+        "dm_stat": statistic,
+        "dm_pvalue": pvalue,
+    }

@@ -60,12 +60,21 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def print_summary(metrics: dict) -> None:
-    rows = [("model", "test/"), ("persistence", "test/persistence_")]
-    lines = [f"{'':<12} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9}"]
-    for name, prefix in rows:
-        values = [metrics.get(prefix + k) for k in ("rmse", "mae", "mape")]
-        lines.append(f"{name:<12} " + " ".join(f"{v:>9.3f}" if v is not None and math.isfinite(v) else f"{'n/a':>9}"
-                                              for v in values))
+    """Model and persistence side by side; skill and the Diebold-Mariano test say whether the model is better."""
+    def cell(value: float | None, width: int = 9) -> str:
+        return f"{value:>{width}.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>{width}}"
+
+    keys = ("rmse", "mae", "mape", "skill", "directional_accuracy", "dm_stat", "dm_pvalue")
+    lines = [f"{'':<12} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} {'DM p':>9}"]
+    lines.append(f"{'model':<12} " + " ".join(cell(metrics.get("test/" + k)) for k in keys))
+    persistence = [metrics.get("test/persistence_" + k) for k in keys[:3]] + [0.0]
+    lines.append(f"{'persistence':<12} " + " ".join(cell(v) for v in persistence))
+    skill, pvalue = metrics.get("test/skill"), metrics.get("test/dm_pvalue")
+    if skill is not None and pvalue is not None:
+        verdict = "beats" if skill > 0 else "does not beat"
+        lines.append(f"The model {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
+                     f"Diebold-Mariano p = {pvalue:.3g} ({'significant' if pvalue < 0.05 else 'not significant'} "
+                     "at 5%).")
     print("\nTest period, in price units:\n" + "\n".join(lines))
 
 
@@ -99,7 +108,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
         params = OmegaConf.to_container(cfg, resolve=True)
         params.update(model_class=type(model).__name__, num_parameters=model.num_parameters)
-        logger.log_hyperparams(params, metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan})
+        logger.log_hyperparams(params, metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan,
+                                                "hp/test_skill": math.nan})
         if resume is not None:
             keep_best_across_folders(trainer, resume)
 
@@ -127,7 +137,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                        best_checkpoint=trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
                        else None)
         logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
-                            "hp/test_rmse": metrics.get("test/rmse", math.nan)}, step=trainer.global_step)
+                            "hp/test_rmse": metrics.get("test/rmse", math.nan),
+                            "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
         if trainer.is_global_zero and cfg.test:
             print_summary(metrics)
         return metrics

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from lstm_zoo.metrics import forecast_metrics, persistence_forecast
+from lstm_zoo.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
 
 
 class Forecaster(L.LightningModule):
@@ -34,6 +34,8 @@ class Forecaster(L.LightningModule):
         self.loss_fn = nn.MSELoss()
         self.val_metrics = MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()},
                                             prefix="val/")
+        # persistence on the same validation days: val/rmse below it means skill, comparable across target_transform
+        self.val_persistence_rmse = MeanSquaredError(squared=False)
         self.test_results: dict[str, Tensor] = {}
         self._test_batches: list[tuple[Tensor, Tensor, Tensor]] = []
 
@@ -67,8 +69,11 @@ class Forecaster(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         _, y_hat = self._shared_step(batch, "val")
         to_price = self.trainer.datamodule.to_price
-        self.val_metrics.update(to_price(y_hat, batch[2]), to_price(batch[1], batch[2]))
+        actual = to_price(batch[1], batch[2])
+        self.val_metrics.update(to_price(y_hat, batch[2]), actual)
+        self.val_persistence_rmse.update(persistence_forecast(batch[2], actual.shape[1]), actual)
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(y_hat))
+        self.log("val/persistence_rmse", self.val_persistence_rmse, on_epoch=True, batch_size=len(y_hat))
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         _, y_hat = self._shared_step(batch, "test")
@@ -87,6 +92,8 @@ class Forecaster(L.LightningModule):
         for prefix, forecast in (("test/", pred), ("test/persistence_", persistence)):
             for key, value in forecast_metrics(forecast, actual).items():
                 self.log(prefix + key, value)
+        for key, value in compare_with_persistence(pred, actual, last).items():  # skill, direction, Diebold-Mariano
+            self.log("test/" + key, value)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the class as an import path (a plain string): eval.py rebuilds the model from the checkpoint alone
