@@ -12,7 +12,7 @@ from torchmetrics.functional import mean_absolute_error, mean_absolute_percentag
 
 def persistence_forecast(last: Tensor, horizon: int) -> Tensor:
     """'Tomorrow = today': repeat the last known value for every step ahead, (B,) -> (B, H)."""
-    return last.unsqueeze(1).expand(-1, horizon)
+    return last.unsqueeze(1).repeat(1, horizon)
 
 
 def forecast_metrics(pred: Tensor, actual: Tensor) -> dict[str, float]:

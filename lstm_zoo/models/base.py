@@ -54,7 +54,9 @@ class Forecaster(L.LightningModule):
         x, y, _ = batch
         y_hat = self.training_forward(x, y) if stage == "train" else self(x)
         loss = self.loss_fn(y_hat, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(x))
+        # val/test loss averaged over all DDP ranks (torchmetrics objects sync themselves); a no-op on one device
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(x),
+                 sync_dist=stage != "train")
         return loss, y_hat
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:

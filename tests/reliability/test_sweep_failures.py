@@ -48,7 +48,7 @@ def test_optuna_search_survives_a_diverging_trial(tmp_path: Path, csv_args: list
         "hydra": {"sweeper": {"n_trials": 3, "max_failure_rate": 1.0,  # the rate is per batch of n_jobs trials
                               "sampler": {"seed": 0}, "params": {"model.optimizer.lr": "choice(1e30, 0.001)"}}}}))
     (search / "tiny.yaml").write_text("# @package _global_\n" + (search / "tiny.yaml").read_text())
-    result = train_cli(["-m", "--config-dir", str(tmp_path / "conf"), "+hparams_search=tiny", *csv_args,
+    result = train_cli(["-m", "--config-dir", str(tmp_path / "conf"), "hparams_search=tiny", *csv_args,
                         "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
