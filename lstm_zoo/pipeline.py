@@ -182,7 +182,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         L.seed_everything(cfg.seed, workers=True)
         model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"))
-        layout = {k: data_state[k] for k in ("window", "horizon", "features", "target")}
+        layout = {k: data_state[k] for k in ("window", "horizon", "features", "target", "target_transform")
+                  if k in data_state}
         log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
         datamodule: StockDataModule = instantiate(cfg.data, **layout, _convert_="all")
         datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
