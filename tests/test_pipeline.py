@@ -92,3 +92,13 @@ def test_a_multirun_puts_each_model_in_its_own_folder(prices_csv, tmp_path):
         assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
         assert (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_last_ckpt_holds_the_final_epoch_even_when_it_is_not_the_best(fast_cfg, tmp_path):
+    # lr so small that the weights never change: val/loss never improves after epoch 0, so the best is epoch 0
+    run(fast_cfg("trainer.max_epochs=3", "model.optimizer.lr=1e-30", "model.dropout=0.0"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    best = [p.name for p in checkpoints.glob("epoch*.ckpt")]
+    assert best == [next(iter(best))] and best[0].startswith("epoch00")
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 3 * 15  # 15 training batches per epoch
