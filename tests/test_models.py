@@ -75,3 +75,14 @@ def test_overfits_one_small_batch(cell):
 def test_out_of_range_dropout_is_refused():
     with pytest.raises(ValueError, match=r"model.dropout=1.0 is out of range"):
         RNNForecaster(dropout=1.0)
+
+
+def test_keras_init_sets_the_forget_gate_bias_and_orthogonal_recurrent_weights():
+    model = RNNForecaster(cell="lstm", hidden_size=8, num_layers=2)  # init="keras" is the default
+    layer = model.layers[1]
+    assert torch.equal(layer.bias_ih_l0[8:16], torch.ones(8)) and not layer.bias_ih_l0[:8].any()
+    assert not layer.bias_hh_l0.any()
+    w = layer.weight_hh_l0  # (4H, H) with orthonormal columns
+    assert torch.allclose(w.T @ w, torch.eye(8), atol=1e-5)
+    torch_default = RNNForecaster(cell="lstm", hidden_size=8, num_layers=2, init="torch")
+    assert torch_default.layers[1].bias_hh_l0.any()

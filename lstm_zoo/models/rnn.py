@@ -12,6 +12,20 @@ from lstm_zoo.models.base import Forecaster
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
+def keras_init(layers: nn.Module, forget_bias: bool) -> None:
+    """Keras' recurrent defaults: Glorot-uniform input weights, orthogonal recurrent weights, zero biases and,
+    for LSTMs, a forget-gate bias of 1 (torch's default uniform init leaves deep stacks stuck near a constant)."""
+    for name, param in layers.named_parameters():
+        if "weight_ih" in name:  # (gates * H, inputs), as Keras' (inputs, gates * H) kernel
+            nn.init.xavier_uniform_(param)
+        elif "weight_hh" in name:
+            nn.init.orthogonal_(param)
+        elif "bias" in name:
+            nn.init.zeros_(param)
+            if forget_bias and "bias_ih" in name:
+                param.data[param.shape[0] // 4 : param.shape[0] // 2] = 1.0  # torch gate order: i, f, g, o
+
+
 class RNNForecaster(Forecaster):
     """Keras-style stack of recurrent layers, each followed by Dropout, then a linear head on the last step.
 
@@ -22,7 +36,8 @@ class RNNForecaster(Forecaster):
     """
 
     def __init__(self, cell: Literal["lstm", "gru"] = "lstm", hidden_size: int = 50, num_layers: int = 4,
-                 dropout: float = 0.2, bidirectional: bool = False, **kwargs) -> None:
+                 dropout: float = 0.2, bidirectional: bool = False, init: Literal["keras", "torch"] = "keras",
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if cell not in CELLS:
             raise ValueError(f"model.cell={cell!r} is not one of {sorted(CELLS)}")
@@ -38,6 +53,10 @@ class RNNForecaster(Forecaster):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * directions, self.hparams.horizon)
+        if init == "keras":
+            keras_init(self.layers, forget_bias=cell == "lstm")
+        elif init != "torch":
+            raise ValueError(f"model.init={init!r} is not one of ['keras', 'torch']")
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers:  # (B, W, F) -> (B, W, directions * hidden)
