@@ -114,7 +114,7 @@ def test_slurm_launcher_config_composes_with_the_trainer_layout() -> None:
 
 def test_run_reports_the_best_epochs_validation_rmse(fast_cfg) -> None:
     """The sweeper's objective: val/rmse of the best checkpoint, not of the last epoch; no extra curve point."""
-    cfg = fast_cfg("trainer.max_epochs=4", "model.optimizer.lr=0.02")
+    cfg = fast_cfg("trainer.max_epochs=4", "model.optimizer.lr=0.02", "model.init=torch")
     metrics = run(cfg)
     events = EventAccumulator(str(Path(cfg.output_dir) / "tensorboard")).Reload()
     per_epoch = [e.value for e in events.Scalars("val/rmse")]
