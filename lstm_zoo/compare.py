@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
 COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",
            "mape": "test MAPE %", "seeds": "seeds", "persistence_rmse": "persistence RMSE", "skill": "skill",
-           "failed": "failed"}
+           "beats_every_seed": "skill > 0 on every seed", "dm_p_max": "DM p (worst seed)", "failed": "failed"}
 
 
 def config_value(config: DictConfig, choices: dict, key: str) -> object:
@@ -83,11 +83,13 @@ def leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         s_per_epoch=lambda f: f["train_seconds"] / f["epochs"].where(f["epochs"] > 0),
         skill=lambda f: 1 - f["test/rmse"] / f["test/persistence_rmse"],
         **{name: runs[key] for name, key in METRICS.items()},
-        persistence_rmse=runs["test/persistence_rmse"])
+        persistence_rmse=runs["test/persistence_rmse"],
+        dm_p=runs["test/dm_pvalue"] if "test/dm_pvalue" in runs else float("nan"))
     stats = ["rmse", "mae", "mape", "skill"]
     table = done.groupby(by, dropna=False).agg(
         num_parameters=("num_parameters", "median"), s_per_epoch=("s_per_epoch", "mean"),
-        seeds=("rmse", "count"), persistence_rmse=("persistence_rmse", "mean"),
+        seeds=("rmse", "count"), persistence_rmse=("persistence_rmse", "mean"), skill_min=("skill", "min"),
+        dm_p_max=("dm_p", "max"),
         **{f"{s}_mean": (s, "mean") for s in stats}, **{f"{s}_std": (s, "std") for s in stats})
     failed = (~runs["completed"]).groupby([runs[k] for k in by], dropna=False).sum().rename("failed")
     table = table.join(failed, how="outer").fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
@@ -116,6 +118,8 @@ def formatted(table: pd.DataFrame) -> pd.DataFrame:
     shown["seeds"] = table["seeds"].to_numpy()
     shown["persistence_rmse"] = [f"{v:.3f}" if pd.notna(v) else "n/a" for v in table["persistence_rmse"]]
     shown["skill"] = [pm(m, s) for m, s in zip(table["skill_mean"], table["skill_std"])]
+    shown["beats_every_seed"] = ["n/a" if pd.isna(v) else "yes" if v > 0 else "no" for v in table["skill_min"]]
+    shown["dm_p_max"] = [f"{v:.2g}" if pd.notna(v) else "n/a" for v in table["dm_p_max"]]
     shown["failed"] = table["failed"].to_numpy()
     return shown.rename(columns=COLUMNS)
 

@@ -160,6 +160,10 @@ def test_load_forecaster_refuses_non_checkpoints_and_crafted_pickles(tmp_path: P
     assert not marker.exists()
 
 
+def read_metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
 @pytest.mark.slow
 def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(prices_csv: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
@@ -173,6 +177,11 @@ def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(prices_csv: P
     assert list(table.index) == ["vanilla"] and table.loc["vanilla", "seeds"] == 2
     assert table.loc["vanilla", "rmse_mean"] == pytest.approx(statistics.mean(rmses))
     assert table.loc["vanilla", "rmse_std"] == pytest.approx(statistics.stdev(rmses))
+    skills = [1 - m["test/rmse"] / m["test/persistence_rmse"] for m in map(read_metrics, runs)]
+    assert table.loc["vanilla", "skill_min"] == pytest.approx(min(skills))
+    assert table.loc["vanilla", "dm_p_max"] == max(read_metrics(r)["test/dm_pvalue"] for r in runs)
+    beats = "yes" if min(skills) > 0 else "no"
+    assert f"| {beats} |" in (sweep / "leaderboard.md").read_text()  # the "skill > 0 on every seed" column
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "predictions.png"):
         assert (sweep / name).is_file(), name
     assert len(compare(sweep, ["seed"])) == 2
