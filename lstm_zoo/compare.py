@@ -19,10 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
+from lstm_zoo.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
+
 METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
 COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",
            "mape": "test MAPE %", "seeds": "seeds", "persistence_rmse": "persistence RMSE", "skill": "skill",
-           "beats_every_seed": "skill > 0 on every seed", "dm_p_max": "DM p (worst seed)", "failed": "failed"}
+           "beats_every_seed": "skill > 0 on every seed", "dm_p_max": "DM p (worst seed)",
+           "ensemble_rmse": "seed-ensemble RMSE", "ensemble_skill": "ensemble skill", "ensemble_dm_p": "ensemble DM p",
+           "failed": "failed"}
 
 
 def config_value(config: DictConfig, choices: dict, key: str) -> object:
@@ -92,8 +96,24 @@ def leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         dm_p_max=("dm_p", "max"),
         **{f"{s}_mean": (s, "mean") for s in stats}, **{f"{s}_std": (s, "std") for s in stats})
     failed = (~runs["completed"]).groupby([runs[k] for k in by], dropna=False).sum().rename("failed")
-    table = table.join(failed, how="outer").fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
+    table = table.join(seed_ensembles(done, by), how="left").join(failed, how="outer")
+    table = table.fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
     return table.sort_values("rmse_mean", na_position="last")
+
+
+def seed_ensembles(done: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of two or more runs: the mean forecast over its seeds, scored like a single run."""
+    rows = {}
+    for key, group in done.groupby(by, dropna=False):
+        paths = group["predictions"].dropna()
+        if len(paths) > 1:
+            metrics = predictions_metrics(ensemble_predictions([pd.read_csv(p) for p in paths]))
+            rows[key] = {"ensemble_rmse": metrics["test/rmse"], "ensemble_skill": metrics["test/skill"],
+                         "ensemble_dm_p": metrics["test/dm_pvalue"]}
+    index = pd.MultiIndex.from_tuples([k if isinstance(k, tuple) else (k,) for k in rows], names=by)
+    index = index if len(by) > 1 else index.get_level_values(0)
+    return pd.DataFrame(list(rows.values()), index=index,
+                        columns=["ensemble_rmse", "ensemble_skill", "ensemble_dm_p"])
 
 
 def group_label(key: object) -> str:
@@ -120,6 +140,8 @@ def formatted(table: pd.DataFrame) -> pd.DataFrame:
     shown["skill"] = [pm(m, s) for m, s in zip(table["skill_mean"], table["skill_std"])]
     shown["beats_every_seed"] = ["n/a" if pd.isna(v) else "yes" if v > 0 else "no" for v in table["skill_min"]]
     shown["dm_p_max"] = [f"{v:.2g}" if pd.notna(v) else "n/a" for v in table["dm_p_max"]]
+    for column, digits in (("ensemble_rmse", ".3f"), ("ensemble_skill", ".3f"), ("ensemble_dm_p", ".2g")):
+        shown[column] = [f"{v:{digits}}" if pd.notna(v) else "n/a" for v in table[column]]
     shown["failed"] = table["failed"].to_numpy()
     return shown.rename(columns=COLUMNS)
 

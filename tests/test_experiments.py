@@ -180,6 +180,10 @@ def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(prices_csv: P
     skills = [1 - m["test/rmse"] / m["test/persistence_rmse"] for m in map(read_metrics, runs)]
     assert table.loc["vanilla", "skill_min"] == pytest.approx(min(skills))
     assert table.loc["vanilla", "dm_p_max"] == max(read_metrics(r)["test/dm_pvalue"] for r in runs)
+    frames = [pd.read_csv(r / "predictions.csv") for r in runs]
+    mean_forecast = (frames[0]["predicted"] + frames[1]["predicted"]) / 2
+    by_hand = float((((mean_forecast - frames[0]["actual"]) ** 2).mean()) ** 0.5)
+    assert table.loc["vanilla", "ensemble_rmse"] == pytest.approx(by_hand, rel=1e-9)
     beats = "yes" if min(skills) > 0 else "no"
     assert f"| {beats} |" in (sweep / "leaderboard.md").read_text()  # the "skill > 0 on every seed" column
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "predictions.png"):
