@@ -23,7 +23,7 @@ def test_defaults_are_the_tutorial_setup(tmp_path):
     assert cfg.model.hidden_size == 50 and cfg.model.num_layers == 4 and cfg.model.dropout == 0.2
     assert cfg.data.window == 60 and cfg.data.horizon == 1 and cfg.data.batch_size == 32
     assert cfg.data.target == "High" and list(cfg.data.features) == ["High"]
-    assert cfg.trainer.max_epochs == 20 and cfg.model.optimizer._target_ == "torch.optim.RMSprop"
+    assert cfg.trainer.max_epochs == 20 and cfg.model.optimizer._target_ == "lstm_zoo.optim.KerasRMSprop"
 
 
 @pytest.mark.parametrize("model", options("model"))

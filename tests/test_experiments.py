@@ -86,7 +86,7 @@ def test_tutorial_experiment_trains_to_2016_and_tests_on_2017(tmp_path: Path) ->
     csv = write_prices_csv(tmp_path / "IBM.csv", start="2014-01-01", end="2017-12-31")
     cfg = compose_train(["experiment=tutorial", f"data.path={csv}"], tmp_path)
     assert (cfg.trainer.max_epochs, cfg.data.batch_size) == (20, 32)
-    assert cfg.model.optimizer._target_ == "torch.optim.RMSprop" and cfg.model.optimizer.lr == 0.001
+    assert cfg.model.optimizer._target_ == "lstm_zoo.optim.KerasRMSprop" and cfg.model.optimizer.lr == 0.001
     model = instantiate(cfg.model, n_features=1, horizon=1, window=60, _convert_="all")
     assert len(model.layers) == 4 and model.layers[0].hidden_size == 50 and model.dropout.p == 0.2
     dm: StockDataModule = instantiate(cfg.data)

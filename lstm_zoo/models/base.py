@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from lstm_zoo.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
+from lstm_zoo.optim import KerasRMSprop
 
 
 class Forecaster(L.LightningModule):
@@ -102,7 +103,7 @@ class Forecaster(L.LightningModule):
         checkpoint["forecaster_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def configure_optimizers(self):
-        factory = self.optimizer_factory or (lambda params: torch.optim.RMSprop(params, lr=1e-3))
+        factory = self.optimizer_factory or KerasRMSprop
         optimizer = factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer

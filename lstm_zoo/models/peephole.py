@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from lstm_zoo.models.base import Forecaster
+from lstm_zoo.models.rnn import RNNForecaster
 
 
 def peephole_loop(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -32,51 +33,60 @@ def peephole_loop(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor, c: Tensor) 
 
 def _fused_forward(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor,
                    c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Forward without an autograd graph, written in place into preallocated buffers (few ops per step).
+    """Forward without an autograd graph, in place into preallocated buffers, in feature-major layout.
 
-    Returns the hidden states (T, B, H), gate activations (T, B, 4H), cell states (T+1, B, H) with c0
-    first, and tanh of the cell states (T, B, H): what the backward needs.
+    xw (T, 4H, B) holds the input projection of every step with the units first, so each gate of a step is
+    one contiguous (H, B) block and the recurrent product is `w_hh @ h` (4H, H) x (H, B); h and c are (H, B).
+    Returns the hidden states (T+1, H, B) and cell states (T+1, H, B), both with the initial state first, the
+    gate activations (T, 4, H, B) and tanh of the cell states (T, H, B): what the backward needs.
     """
-    n_steps, hidden = xw.shape[0], h.shape[1]
-    w_t, peep_if, peep_o = w_hh.t(), peep[:2].reshape(1, 2 * hidden), peep[2]
-    acts, outputs = torch.empty_like(xw), xw.new_empty(n_steps, h.shape[0], hidden)
-    cells, tanh_cells = xw.new_empty(n_steps + 1, h.shape[0], hidden), torch.empty_like(outputs)
-    cells[0] = c
+    n_steps, hidden, batch = xw.shape[0], w_hh.shape[1], xw.shape[2]
+    peep_if, peep_o = peep[:2].unsqueeze(2), peep[2].unsqueeze(1)  # (2, H, 1) and (H, 1): broadcast over B
+    acts = xw.new_empty(n_steps, 4, hidden, batch)
+    outputs, cells = xw.new_empty(n_steps + 1, hidden, batch), xw.new_empty(n_steps + 1, hidden, batch)
+    tanh_cells = xw.new_empty(n_steps, hidden, batch)
+    outputs[0], cells[0] = h, c
+    xw_steps, act_steps, out_steps = xw.unbind(0), acts.unbind(0), outputs.unbind(0)
+    cell_steps, tanh_steps = cells.unbind(0), tanh_cells.unbind(0)
     for t in range(n_steps):
-        gates = acts[t]
-        torch.addmm(xw[t], h, w_t, out=gates)
-        gates[:, : 2 * hidden].addcmul_(c.repeat(1, 2), peep_if).sigmoid_()  # i, f see c(t-1)
-        gates[:, 2 * hidden : 3 * hidden].tanh_()
-        c = torch.addcmul(gates[:, hidden : 2 * hidden] * c, gates[:, :hidden], gates[:, 2 * hidden : 3 * hidden],
-                          out=cells[t + 1])
-        o = gates[:, 3 * hidden :].addcmul_(c, peep_o).sigmoid_()  # o sees c(t)
-        h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=outputs[t])
+        gates, c = act_steps[t], cell_steps[t]
+        torch.addmm(xw_steps[t], w_hh, out_steps[t], out=gates.view(4 * hidden, batch))
+        gates[:2].addcmul_(c.unsqueeze(0), peep_if).sigmoid_()  # i, f see c(t-1)
+        i, f, g, o = gates.unbind(0)
+        c = torch.addcmul(f * c, i, g.tanh_(), out=cell_steps[t + 1])
+        o.addcmul_(c, peep_o).sigmoid_()  # o sees c(t)
+        torch.mul(o, torch.tanh(c, out=tanh_steps[t]), out=out_steps[t + 1])
     return outputs, acts, cells, tanh_cells
 
 
 def _fused_backward(d_out: Tensor, d_c: Tensor, w_hh: Tensor, peep: Tensor, acts: Tensor, cells: Tensor,
                     tanh_cells: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Hand-written BPTT of `peephole_loop`: the gate pre-activation grads (T, B, 4H), dh0 and dc0.
+    """Hand-written BPTT of `peephole_loop` in `_fused_forward`'s layout: d_out (T, H, B), d_c (H, B).
 
-    Every factor that depends only on forward values is computed for all steps at once before the loop,
-    so each step is a handful of (B, H) ops and one matrix product.
+    Returns the gate pre-activation grads (T, 4, H, B), dh0 and dc0 (H, B). Every factor that depends only on
+    forward values is computed for all steps at once before the loop, so each step is a handful of
+    contiguous (H, B) ops and one matrix product.
     """
-    hidden = w_hh.shape[1]
-    i, f, g, o = acts.chunk(4, 2)
+    n_steps, hidden, batch = acts.shape[0], acts.shape[2], acts.shape[3]
+    i, f, g, o = acts.unbind(1)
     d_o_factor = tanh_cells * o * (1 - o)  # d(pre-activation of o) / dh
     d_c_factor = o * (1 - tanh_cells * tanh_cells)  # dc / dh through h = o * tanh(c)
-    ifg_factor = torch.cat([g * i * (1 - i), cells[:-1] * f * (1 - f), i * (1 - g * g)], 2)  # (T, B, 3H)
-    peep_i, peep_f, peep_o = peep[0], peep[1], peep[2]
+    ifg_factor = torch.stack([g * i * (1 - i), cells[:-1] * f * (1 - f), i * (1 - g * g)], 1)  # (T, 3, H, B)
+    peep_i, peep_f, peep_o = peep[0].unsqueeze(1), peep[1].unsqueeze(1), peep[2].unsqueeze(1)
+    w_hh_t = w_hh.t()
     d_gates = torch.empty_like(acts)
-    n_steps = d_out.shape[0]
-    d_h = d_out[n_steps - 1]  # dL/dh(t): from the output at t, plus from step t+1's gates below
+    d_out_steps, d_gate_steps, f_steps = d_out.unbind(0), d_gates.unbind(0), f.unbind(0)
+    d_o_steps, d_c_steps, ifg_steps = d_o_factor.unbind(0), d_c_factor.unbind(0), ifg_factor.unbind(0)
+    d_h = d_out_steps[n_steps - 1]  # dL/dh(t): from the output at t, plus from step t+1's gates below
     for t in range(n_steps - 1, -1, -1):
-        step = d_gates[t]
-        d_o = torch.mul(d_h, d_o_factor[t], out=step[:, 3 * hidden :])
-        d_c = torch.addcmul(d_c, d_h, d_c_factor[t]).addcmul_(d_o, peep_o)
-        torch.mul(d_c.repeat(1, 3), ifg_factor[t], out=step[:, : 3 * hidden])  # d_i, d_f, d_g
-        d_c = (d_c * f[t]).addcmul_(step[:, :hidden], peep_i).addcmul_(step[:, hidden : 2 * hidden], peep_f)
-        d_h = torch.addmm(d_out[t - 1], step, w_hh) if t > 0 else step.mm(w_hh)
+        step = d_gate_steps[t]
+        d_i, d_f, _, d_o = step.unbind(0)
+        torch.mul(d_h, d_o_steps[t], out=d_o)
+        d_c = torch.addcmul(d_c, d_h, d_c_steps[t]).addcmul_(d_o, peep_o)
+        torch.mul(ifg_steps[t], d_c.unsqueeze(0), out=step[:3])  # d_i, d_f, d_g
+        d_c = (d_c * f_steps[t]).addcmul_(d_i, peep_i).addcmul_(d_f, peep_f)
+        flat = step.view(4 * hidden, batch)
+        d_h = torch.addmm(d_out_steps[t - 1], w_hh_t, flat) if t > 0 else w_hh_t.mm(flat)
     return d_gates, d_h, d_c
 
 
@@ -91,26 +101,31 @@ except Exception as err:  # noqa: BLE001 - any scripting failure: the same code 
 
 
 class PeepholeFunction(torch.autograd.Function):
-    """One peephole LSTM layer with a hand-written backward: no per-step autograd graph."""
+    """One peephole LSTM layer with a hand-written backward: no per-step autograd graph.
+
+    Feature-major throughout: xw (T, 4H, B), h0 and c0 (H, B); returns the hidden states (T, H, B) and the last
+    cell state (H, B). `PeepholeLSTM` converts from and to nn.LSTM's layouts.
+    """
 
     @staticmethod
     def forward(ctx, xw: Tensor, w_hh: Tensor, peep: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor]:
-        outputs, acts, cells, tanh_cells = _forward_impl(xw, w_hh, peep, h0, c0)
-        ctx.save_for_backward(w_hh, peep, h0, outputs, acts, cells, tanh_cells)
-        return outputs, cells[-1]
+        outputs, acts, cells, tanh_cells = _forward_impl(xw.contiguous(), w_hh.contiguous(), peep,
+                                                         h0.contiguous(), c0.contiguous())
+        ctx.save_for_backward(w_hh, peep, outputs, acts, cells, tanh_cells)
+        return outputs[1:], cells[-1]
 
     @staticmethod
     def backward(ctx, d_out: Tensor, d_cn: Tensor):
-        w_hh, peep, h0, outputs, acts, cells, tanh_cells = ctx.saved_tensors
+        w_hh, peep, outputs, acts, cells, tanh_cells = ctx.saved_tensors
         d_gates, d_h0, d_c0 = _backward_impl(d_out.contiguous(), d_cn.contiguous(), w_hh, peep, acts, cells,
                                              tanh_cells)
-        hidden = w_hh.shape[1]
-        h_prev = torch.cat([h0.unsqueeze(0), outputs[:-1]])  # (T, B, H): the h each step's gates saw
-        d_w_hh = d_gates.flatten(0, 1).t().mm(h_prev.flatten(0, 1))  # all steps in one matmul
+        n_steps, hidden, batch = acts.shape[0], acts.shape[2], acts.shape[3]
+        d_gates = d_gates.view(n_steps, 4 * hidden, batch)
+        d_w_hh = torch.bmm(d_gates, outputs[:-1].transpose(1, 2)).sum(0)  # each step's gates saw h(t-1)
         c_prev, c_new = cells[:-1], cells[1:]
-        d_peep = torch.stack([(d_gates[..., :hidden] * c_prev).sum((0, 1)),
-                              (d_gates[..., hidden : 2 * hidden] * c_prev).sum((0, 1)),
-                              (d_gates[..., 3 * hidden :] * c_new).sum((0, 1))])
+        d_peep = torch.stack([(d_gates[:, :hidden] * c_prev).sum((0, 2)),
+                              (d_gates[:, hidden : 2 * hidden] * c_prev).sum((0, 2)),
+                              (d_gates[:, 3 * hidden :] * c_new).sum((0, 2))])
         return d_gates, d_w_hh, d_peep, d_h0, d_c0
 
 
@@ -155,18 +170,20 @@ class PeepholeLSTM(nn.Module):
                 x = nn.functional.dropout(x, self.dropout, training=True)
             w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
             peep = getattr(self, f"peephole_l{layer}")
-            if self.bias:
-                xw = torch.addmm(getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"),
-                                 x.flatten(0, 1), w_ih.t())
-            else:
-                xw = x.flatten(0, 1).mm(w_ih.t())
-            xw = xw.view(x.shape[0], x.shape[1], -1)  # (T, B, 4H), all steps in one matrix product
-            if self.fused:  # in the weights' precision, also under autocast (mixed-precision training)
+            if self.fused:  # feature-major (T, 4H, B), in the weights' precision, also under autocast
                 with torch.autocast(x.device.type, enabled=False):
                     dtype = w_hh.dtype
-                    x, c = PeepholeFunction.apply(xw.to(dtype), w_hh, peep, hx[0][layer].to(dtype),
-                                                  hx[1][layer].to(dtype))
+                    xw = torch.matmul(w_ih, x.to(dtype).transpose(1, 2))  # all steps in one product
+                    if self.bias:
+                        xw = xw + (getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"))[:, None]
+                    out, c = PeepholeFunction.apply(xw, w_hh, peep, hx[0][layer].to(dtype).t(),
+                                                    hx[1][layer].to(dtype).t())
+                    x, c = out.transpose(1, 2), c.t()  # (T, B, H) and (B, H) views
             else:
+                xw = x.flatten(0, 1).mm(w_ih.t())
+                if self.bias:
+                    xw = xw + getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
+                xw = xw.view(x.shape[0], x.shape[1], -1)  # (T, B, 4H), all steps in one matrix product
                 x, c = peephole_loop(xw, w_hh, peep, hx[0][layer], hx[1][layer])
             h_n.append(x[-1])
             c_n.append(c)
@@ -174,24 +191,20 @@ class PeepholeLSTM(nn.Module):
         return output, (torch.stack(h_n), torch.stack(c_n))
 
 
-class PeepholeForecaster(Forecaster):
-    """Keras-style stack of peephole LSTM layers, each followed by Dropout, then a linear head on the last step."""
+class PeepholeForecaster(RNNForecaster):
+    """The stacked model with `PeepholeLSTM` layers: Dropout after each, a linear head on the last step.
 
-    def __init__(self, hidden_size: int = 50, num_layers: int = 4, dropout: float = 0.2, fused: bool = True,
-                 **kwargs) -> None:
-        super().__init__(**kwargs)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
-        if hidden_size < 1 or num_layers < 1:
-            raise ValueError(f"model.hidden_size={hidden_size} and model.num_layers={num_layers} must be >= 1.")
-        sizes = [self.hparams.n_features] + [hidden_size] * num_layers
-        self.layers = nn.ModuleList(
-            PeepholeLSTM(sizes[i], hidden_size, batch_first=True, fused=fused) for i in range(num_layers)
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, self.hparams.horizon)
+    `fused=False` runs the plain-autograd reference recurrence (exact, slower). Keras initialization
+    (`init: keras`) sets the LSTM weights and biases as for `stacked`; the peephole weights keep their uniform
+    init in [-1/sqrt(hidden), 1/sqrt(hidden)].
+    """
 
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers:  # (B, W, F) -> (B, W, hidden)
-            x = self.dropout(layer(x)[0])
-        return self.head(x[:, -1])  # (B, horizon), from the last time step
+    def __init__(self, cell: Literal["peephole"] = "peephole", fused: bool = True, **kwargs) -> None:
+        if cell != "peephole" or kwargs.get("bidirectional"):
+            raise ValueError(f"PeepholeForecaster takes model.cell=peephole and bidirectional=false, got "
+                             f"cell={cell!r}, bidirectional={kwargs.get('bidirectional')!r}. Fix: use "
+                             "lstm_zoo.models.RNNForecaster for other cells.")
+        super().__init__(cell=cell, **kwargs)
+
+    def recurrent_layer(self, input_size: int) -> nn.Module:
+        return PeepholeLSTM(input_size, self.hparams.hidden_size, batch_first=True, fused=self.hparams.fused)
