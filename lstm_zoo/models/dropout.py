@@ -26,8 +26,9 @@ def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     # random_ over the full int64 range (plain random_() leaves the top bit 0, i.e. one lane never dropped)
     bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
     lanes = bits.view(torch.int16)[: x.numel()].view(x.shape)
-    keep = lanes >= drop_lanes - _LANES // 2
-    return torch.where(keep, x * (_LANES / (_LANES - drop_lanes)), x.new_zeros(()))
+    # a float mask times x: autograd saves the mask, and its backward is one multiply (cheaper than where)
+    mask = (lanes >= drop_lanes - _LANES // 2).to(x.dtype).mul_(_LANES / (_LANES - drop_lanes))
+    return x * mask
 
 
 class FastDropout(nn.Dropout):
