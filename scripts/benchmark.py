@@ -268,12 +268,18 @@ def main() -> None:
         results["models"].append({"model": model, **child(["--one", model, *common])})
     print("measuring the plain PyTorch loop ...", file=sys.stderr, flush=True)
     results["plain_loop"] = child(["--one", "plain", *common])
-    if not args.skip_default_job:
-        seeds = range(1 if args.quick else args.seeds)
-        results["default_job"] = [bench_default_job(seed, None) for seed in seeds]
-    if args.keras_python:
-        print("running the Keras reference ...", file=sys.stderr, flush=True)
-        results["keras"] = bench_keras(args.keras_python, list(range(args.keras_seeds)), 20)
+    # the default job and the Keras reference seed by seed, interleaved: a shared machine that slows down for
+    # a few minutes then weighs on both sides of the ratio, not on one
+    job_seeds = [] if args.skip_default_job else list(range(1 if args.quick else args.seeds))
+    keras_seeds = list(range(args.keras_seeds)) if args.keras_python else []
+    results["default_job"], results["keras"] = [], []
+    for seed in sorted(set(job_seeds) | set(keras_seeds)):
+        if seed in job_seeds:
+            print(f"running the default job, seed {seed} ...", file=sys.stderr, flush=True)
+            results["default_job"].append(bench_default_job(seed, None))
+        if seed in keras_seeds:
+            print(f"running the Keras reference, seed {seed} ...", file=sys.stderr, flush=True)
+            results["keras"] += bench_keras(args.keras_python, [seed], 20)
     text = report(results)
     print(text)
     out = args.out or ROOT / "outputs" / "benchmark" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"

@@ -1,0 +1,46 @@
+"""scripts/benchmark.py's report: the targets of issue 5 computed from measurements and marked met or missed."""
+
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("benchmark", Path(__file__).parents[1] / "scripts" / "benchmark.py")
+benchmark = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark)
+
+
+def model(name: str, epoch_s: float) -> dict:
+    return {"model": name, "params": 1000, "epoch_s_median": epoch_s, "windows_per_s": 1e4, "peak_mem_mb": 500.0,
+            "test_rmse": 5.0, "persistence_rmse": 1.88}
+
+
+def results(stacked: float, peephole: float, job_fit: float, job_rmse: float, keras_fit: float,
+            keras_rmse: float) -> dict:
+    return {"machine": "test", "epochs": 5, "models": [model("stacked", stacked), model("peephole", peephole)],
+            "plain_loop": {"epoch_s_median": 1.0},
+            "default_job": [{"wall_s": job_fit + 5, "fit_s": job_fit, "test_rmse": job_rmse, "persistence_rmse": 1.88,
+                             "epochs": 20}],
+            "keras": [{"fit_s": keras_fit, "test_rmse": keras_rmse, "epochs": 20,
+                       "versions": {"backend": "tensorflow", "backend_version": "2.21.0"}}]}
+
+
+def rows(text: str) -> dict[str, list[str]]:
+    return {cells[1].strip(): [c.strip() for c in cells[2:-1]]
+            for cells in (line.split("|") for line in text.splitlines() if line.startswith("| "))}
+
+
+def test_targets_met():
+    table = rows(benchmark.report(results(stacked=1.05, peephole=1.5, job_fit=25, job_rmse=6.0, keras_fit=100,
+                                          keras_rmse=8.0)))
+    assert table["framework epoch / plain PyTorch epoch (stacked)"] == ["1.05x", "<= 1.1x", "met"]
+    assert table["peephole epoch / stacked epoch"] == ["1.43x", "<= 1.5x", "met"]
+    assert table["default job fit speed-up over Keras fit"] == ["4.0x", ">= 3x (stretch 5x)", "met"]
+    assert table["default job test RMSE vs Keras (mean over seeds)"] == ["6.00 vs 8.00", "no worse", "met"]
+
+
+def test_targets_missed():
+    table = rows(benchmark.report(results(stacked=1.2, peephole=2.4, job_fit=50, job_rmse=9.0, keras_fit=100,
+                                          keras_rmse=8.0)))
+    assert table["framework epoch / plain PyTorch epoch (stacked)"][2] == "missed"
+    assert table["peephole epoch / stacked epoch"] == ["2.00x", "<= 1.5x", "missed"]
+    assert table["default job fit speed-up over Keras fit"][2] == "missed"
+    assert table["default job test RMSE vs Keras (mean over seeds)"][2] == "missed"
