@@ -16,12 +16,13 @@ class KerasRMSprop(Optimizer):
     gradients are small (|g| ~ 1e-4 and below): Keras damps those steps (its denominator never drops below
     sqrt(eps) ~ 3e-4), torch takes full-size steps, so late epochs stay noisy. On the default job the Keras
     form gave a lower and steadier test RMSE (README, "Performance"). v starts at zero, as in Keras 3.
+    `weight_decay` is torch's coupled L2 (added to the gradient), not Keras 3's decoupled decay; 0 by default.
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float = 1e-3, rho: float = 0.9,
                  eps: float = 1e-7, weight_decay: float = 0.0) -> None:
-        if lr <= 0.0 or not 0.0 <= rho < 1.0 or eps <= 0.0 or weight_decay < 0.0:
-            raise ValueError(f"KerasRMSprop: lr={lr} and eps={eps} must be > 0, rho={rho} in [0, 1) and "
+        if lr < 0.0 or not 0.0 <= rho < 1.0 or eps <= 0.0 or weight_decay < 0.0:
+            raise ValueError(f"KerasRMSprop: lr={lr} must be >= 0, eps={eps} > 0, rho={rho} in [0, 1) and "
                              f"weight_decay={weight_decay} >= 0.")
         super().__init__(params, {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay})
 

@@ -254,7 +254,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the default 20-epoch job (--quick: 1)")
     parser.add_argument("--skip-default-job", action="store_true")
     parser.add_argument("--keras-python", help="a Python with tensorflow-cpu to run the tutorial's Keras model")
-    parser.add_argument("--keras-seeds", type=int, default=1)
+    parser.add_argument("--keras-seeds", type=int, help="seeds of the Keras reference (default: as the default job)")
     parser.add_argument("--overhead-rounds", type=int, default=3,
                         help="rounds of plain loop / framework (stacked), alternated; the median ratio is reported")
     parser.add_argument("--out", type=Path, help="JSON output (default outputs/benchmark/<time>.json)")
@@ -273,22 +273,21 @@ def main() -> None:
     for model in models:
         print(f"measuring {model} ...", file=sys.stderr, flush=True)
         results["models"].append({"model": model, **child(["--one", model, *common])})
-    # framework overhead: the plain loop alternated with the framework's stacked model, a ratio per round
-    stacked = next((m for m in results["models"] if m["model"] == "stacked" and "error" not in m), None)
+    # framework overhead: the plain loop and the framework's stacked model alternated (ABBA: plain first in even
+    # rounds, framework first in odd ones), both measured fresh in every round; the median ratio is reported
     results["overhead_ratios"] = []
-    for round_ in range(args.overhead_rounds):
-        print(f"measuring the plain PyTorch loop (round {round_ + 1}) ...", file=sys.stderr, flush=True)
-        plain = child(["--one", "plain", *common])
-        if round_ == 0:
-            results["plain_loop"] = plain
-        if stacked and round_ > 0:
-            stacked = child(["--one", "stacked", *common])
-        if stacked and "error" not in stacked and "error" not in plain:
-            results["overhead_ratios"].append(stacked["epoch_s_median"] / plain["epoch_s_median"])
+    for round_ in range(args.overhead_rounds if "stacked" in models else 0):
+        print(f"measuring the plain PyTorch loop and stacked (round {round_ + 1}) ...", file=sys.stderr, flush=True)
+        first, second = ("plain", "stacked") if round_ % 2 == 0 else ("stacked", "plain")
+        pair = {first: child(["--one", first, *common])}
+        pair[second] = child(["--one", second, *common])
+        results.setdefault("plain_loop", pair["plain"])
+        if not any("error" in m for m in pair.values()):
+            results["overhead_ratios"].append(pair["stacked"]["epoch_s_median"] / pair["plain"]["epoch_s_median"])
     # the default job and the Keras reference seed by seed, interleaved: a shared machine that slows down for
     # a few minutes then weighs on both sides of the ratio, not on one
     job_seeds = [] if args.skip_default_job else list(range(1 if args.quick else args.seeds))
-    keras_seeds = list(range(args.keras_seeds)) if args.keras_python else []
+    keras_seeds = list(range(args.keras_seeds or len(job_seeds) or 1)) if args.keras_python else []
     results["default_job"], results["keras"] = [], []
     for seed in sorted(set(job_seeds) | set(keras_seeds)):
         if seed in job_seeds:

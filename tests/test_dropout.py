@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from lstm_zoo.models.dropout import FastDropout, fast_dropout
 
@@ -54,7 +53,19 @@ def test_seeded_masks_repeat_and_odd_shapes_work():
     assert first.shape == x.shape
 
 
-def test_is_a_drop_in_for_nn_dropout():
-    layer = FastDropout(0.3)
-    assert isinstance(layer, nn.Dropout) and layer.p == 0.3
-    assert torch.equal(fast_dropout(torch.ones(10), 1.0), torch.zeros(10))
+def test_p_close_to_one_still_uses_the_lanes_and_keeps_the_expectation():
+    torch.manual_seed(4)
+    out = fast_dropout(torch.ones(400_000), 0.999)
+    kept = out[out != 0]
+    drop_lanes = round(0.999 * 65536)
+    assert abs((out == 0).float().mean().item() - drop_lanes / 65536) < 0.0005
+    assert torch.allclose(kept, torch.full_like(kept, 65536 / (65536 - drop_lanes)))
+
+
+def test_inplace_writes_into_the_input_and_bad_p_is_refused():
+    torch.manual_seed(5)
+    x = torch.ones(64, 50)
+    out = FastDropout(0.5, inplace=True)(x)
+    assert out.data_ptr() == x.data_ptr() and (x == 0).any() and (x == 2).any()
+    with pytest.raises(ValueError, match="p=-0.1"):
+        fast_dropout(torch.ones(4), -0.1)

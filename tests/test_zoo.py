@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,6 +132,19 @@ def test_peephole_forecaster_mirrors_rnn_forecaster():
     peephole, stacked = PeepholeForecaster(hidden_size=8, num_layers=3), RNNForecaster(hidden_size=8, num_layers=3)
     assert [type(m) for m in peephole.layers] == [PeepholeLSTM] * 3
     assert peephole.num_parameters - stacked.num_parameters == 3 * 3 * 8
+
+
+def test_peephole_forecaster_reloads_from_its_checkpoint_hyper_parameters(tmp_path):
+    """Lightning rebuilds the model as cls(**hparams), hparams gathered over the whole __init__ chain."""
+    torch.manual_seed(0)
+    model = PeepholeForecaster(hidden_size=8, num_layers=2, dropout=0.1, fused=False, window=12).eval()
+    path = tmp_path / "peephole.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": L.__version__}, path)
+    loaded = PeepholeForecaster.load_from_checkpoint(path, weights_only=True).eval()
+    assert loaded.hparams.cell == "peephole" and loaded.hparams.fused is False and loaded.hparams.init == "keras"
+    x = torch.randn(3, 12, 1)
+    assert torch.equal(loaded(x), model(x))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

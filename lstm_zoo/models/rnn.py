@@ -64,9 +64,11 @@ class RNNForecaster(Forecaster):
                                         bidirectional=self.hparams.bidirectional)
 
     def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers[:-1]:  # (B, W, F) -> (B, W, directions * hidden)
-            x = self.dropout(layer(x)[0])
-        x = self.layers[-1](x)[0]
+        last = len(self.layers) - 1
+        for k, layer in enumerate(self.layers):  # (B, W, F) -> (B, W, directions * hidden)
+            x = layer(x)[0]
+            if k < last:
+                x = self.dropout(x)
         if self.hparams.bidirectional:  # final states: forward at the last step, backward at the first
             hidden = self.hparams.hidden_size
             last = torch.cat([x[:, -1, :hidden], x[:, 0, hidden:]], dim=-1)
