@@ -86,3 +86,14 @@ def test_keras_init_sets_the_forget_gate_bias_and_orthogonal_recurrent_weights()
     assert torch.allclose(w.T @ w, torch.eye(8), atol=1e-5)
     torch_default = RNNForecaster(cell="lstm", hidden_size=8, num_layers=2, init="torch")
     assert torch_default.layers[1].bias_hh_l0.any()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_last_layer_dropout_acts_on_the_final_state_only(bidirectional):
+    """Keras' last LSTM returns only its final state, and its Dropout sees only that: (B, directions * H)."""
+    model = RNNForecaster(hidden_size=6, num_layers=3, dropout=0.3, bidirectional=bidirectional).train()
+    shapes = []
+    model.dropout.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    model(torch.randn(4, 9, 1))
+    width = 12 if bidirectional else 6
+    assert shapes == [(4, 9, width), (4, 9, width), (4, width)]
