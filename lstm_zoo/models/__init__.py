@@ -3,9 +3,10 @@
 from lstm_zoo.models.attention import Attention, AttentionForecaster
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.cnn_lstm import CNNLSTMForecaster
+from lstm_zoo.models.gru import FusedGRU
 from lstm_zoo.models.peephole import PeepholeForecaster, PeepholeLSTM
 from lstm_zoo.models.rnn import RNNForecaster
 from lstm_zoo.models.seq2seq import EncoderDecoderForecaster
 
 __all__ = ["Attention", "AttentionForecaster", "CNNLSTMForecaster", "EncoderDecoderForecaster", "Forecaster",
-           "PeepholeForecaster", "PeepholeLSTM", "RNNForecaster"]
+           "FusedGRU", "PeepholeForecaster", "PeepholeLSTM", "RNNForecaster"]

@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.dropout import FastDropout
+from lstm_zoo.models.gru import FusedGRU
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+CELLS = {"lstm": nn.LSTM, "gru": FusedGRU}  # FusedGRU is nn.GRU with a fused CPU recurrence (2x faster there)
 
 
 def keras_init(layers: nn.Module, forget_bias: bool) -> None:

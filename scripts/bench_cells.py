@@ -1,9 +1,11 @@
-"""Peephole LSTM speed options vs the fused nn.LSTM `stacked` model: training-epoch time, side by side.
+"""Recurrent-cell implementations vs the oneDNN nn.LSTM `stacked` model: training-epoch time, side by side.
 
-python scripts/bench_peephole.py [--repeats 5] [--batches 82] [--device cpu] [--threads 1] [--options a,b,...]
+python scripts/bench_cells.py [--repeats 5] [--batches 82] [--device cpu] [--threads 1] [--options a,b,...]
 
-Each option is timed in the same process, interleaved with `stacked`, over `--repeats` rounds; the table
-gives the median seconds per epoch and the median of the per-round ratios to `stacked`.
+The options are the peephole LSTM's implementations (naive ... fused_torchscript) and the GRU's: `gru_torch`
+(torch's nn.GRU) and `gru_fused` (`FusedGRU`, the default). Each option is timed in the same process,
+interleaved with `stacked`, over `--repeats` rounds; the table gives the median seconds per epoch and the
+median of the per-round ratios to `stacked`.
 """
 
 from __future__ import annotations
@@ -71,7 +73,22 @@ def epoch(model: torch.nn.Module, batches: list[tuple[Tensor, Tensor]]) -> float
 
 ORIGINAL_LOOP = peephole.peephole_loop
 SCRIPTED = (peephole._forward_impl, peephole._backward_impl)
-OPTIONS = ["naive", "hoisted_autograd", "torchscript_autograd", "compile_autograd", "fused_eager", "fused_torchscript"]
+OPTIONS = ["naive", "hoisted_autograd", "torchscript_autograd", "compile_autograd", "fused_eager", "fused_torchscript",
+           "gru_torch", "gru_fused"]
+
+
+def build(option: str) -> torch.nn.Module:
+    """The 4 x 50 forecaster that runs `option`."""
+    if option.startswith("gru"):
+        model = RNNForecaster(cell="gru", hidden_size=50, num_layers=4, dropout=0.2, window=60)
+        for layer in model.layers:
+            layer.fused = option == "gru_fused"  # fused=False is nn.GRU's own forward
+        return model
+    fused, forward = configure(option)
+    model = PeepholeForecaster(hidden_size=50, num_layers=4, dropout=0.2, fused=fused, window=60)
+    for layer in model.layers if forward is not None else []:
+        layer.forward = forward.__get__(layer)  # each layer of the forecaster is a one-layer PeepholeLSTM
+    return model
 
 
 def main() -> None:
@@ -91,11 +108,7 @@ def main() -> None:
     options = args.options.split(",")
     models = {}
     for option in options:  # build, and warm up (compile / script / allocator) outside the timed rounds
-        fused, forward = configure(option)
-        model = PeepholeForecaster(hidden_size=50, num_layers=4, dropout=0.2, fused=fused, window=60)
-        for layer in model.layers if forward is not None else []:
-            layer.forward = forward.__get__(layer)  # each layer of the forecaster is a one-layer PeepholeLSTM
-        models[option] = model.to(device)
+        models[option] = build(option).to(device)
         started = time.perf_counter()
         epoch(models[option], batches[:3])
         print(f"{option}: warm-up of 3 batches {time.perf_counter() - started:.2f} s", flush=True)
