@@ -1,6 +1,7 @@
 """Recurrent-cell implementations vs the oneDNN nn.LSTM `stacked` model: training-epoch time, side by side.
 
 python scripts/bench_cells.py [--repeats 5] [--batches 82] [--device cpu] [--threads 1] [--options a,b,...]
+                              [--json results.json]
 
 The options are the peephole LSTM's implementations (naive ... fused_torchscript) and the GRU's: `gru_torch`
 (torch's nn.GRU) and `gru_fused` (`FusedGRU`, the default). Each option is timed in the same process,
@@ -11,6 +12,7 @@ median of the per-round ratios to `stacked`.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 import warnings
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--json", help="also write the per-round times and ratios to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,6 +133,10 @@ def main() -> None:
     for option in options:
         print(f"| {option:<22} | {statistics.median(times[option]):7.3f} | {statistics.median(ratios[option]):9.2f} |")
     print("\nper round, s:", {name: [round(t, 2) for t in values] for name, values in times.items()})
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"device": args.device, "threads": torch.get_num_threads(), "batches": args.batches,
+                       "repeats": args.repeats, "epoch_s": times, "ratios": ratios}, file, indent=2)
 
 
 if __name__ == "__main__":

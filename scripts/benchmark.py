@@ -6,6 +6,9 @@ default `train.py` job as a process and, when a TensorFlow Python is given, the 
     python scripts/benchmark.py --keras-python /path/to/tf-venv/bin/python   # adds the Keras reference
     python scripts/benchmark.py --device cuda   # on a GPU (also: --precision bf16-mixed)
 
+The peephole/stacked and GRU/stacked epoch ratios come from `scripts/bench_cells.py`, the models interleaved in
+one process (`--cell-rounds`), the robust measure on a shared machine.
+
 Prints Markdown tables and writes JSON (default `outputs/benchmark/<time>.json`). Each model is measured in a
 child process of its own, so peak memory is that model's. Timings are never asserted in tests; the README
 reports this script's output. On a shared machine compare ratios measured in the same run, not seconds.
@@ -151,6 +154,25 @@ def child(args: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+CELL_OPTIONS = {"fused_torchscript": "peephole", "gru_torch": "gru (torch nn.GRU)", "gru_fused": "gru (FusedGRU)"}
+
+
+def bench_cells(device: str, rounds: int) -> dict:
+    """scripts/bench_cells.py in a child: peephole and GRU epochs interleaved with stacked in one process.
+
+    Per-model child processes run minutes apart on a machine whose speed drifts; a ratio taken within one
+    round of one process is what the peephole target is judged on.
+    """
+    out = Path(tempfile.mkdtemp()) / "cells.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_cells.py"), "--options", ",".join(CELL_OPTIONS),
+           "--repeats", str(rounds), "--device", device, "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if result.returncode != 0 or not out.exists():
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(out.read_text())
+
+
 def bench_default_job(seed: int, epochs: int | None) -> dict:
     """`python train.py seed=<seed>` as a user runs it: process wall time and its metrics.json."""
     run_dir = Path(tempfile.mkdtemp()) / "run"
@@ -210,10 +232,20 @@ def report(results: dict) -> str:
         targets.append(["framework epoch / plain PyTorch epoch (stacked)",
                         f"{ratio:.2f}x" + (rounds if len(ratios) > 1 else ""), "<= 1.1x",
                         "met" if ratio <= 1.1 else "missed"])
-    if "stacked" in by_name and "peephole" in by_name:
-        ratio = by_name["peephole"]["epoch_s_median"] / by_name["stacked"]["epoch_s_median"]
-        targets.append(["peephole epoch / stacked epoch", f"{ratio:.2f}x", "<= 1.5x",
-                        "met" if ratio <= 1.5 else "missed"])
+    cells = results.get("cells", {})
+    cell_ratios = {option: statistics.median(r) for option, r in cells.get("ratios", {}).items() if r}
+    separate = (by_name["peephole"]["epoch_s_median"] / by_name["stacked"]["epoch_s_median"]
+                if "stacked" in by_name and "peephole" in by_name else None)
+    if "fused_torchscript" in cell_ratios:
+        ratio = cell_ratios["fused_torchscript"]
+        rounds = ", ".join(f"{r:.2f}" for r in cells["ratios"]["fused_torchscript"])
+        measured = f"{ratio:.2f}x (median of {len(cells['ratios']['fused_torchscript'])} interleaved rounds: {rounds})"
+        if separate is not None:
+            measured += f"; {separate:.2f}x from the per-model epochs above"
+        targets.append(["peephole epoch / stacked epoch", measured, "<= 1.5x", "met" if ratio <= 1.5 else "missed"])
+    elif separate is not None:
+        targets.append(["peephole epoch / stacked epoch", f"{separate:.2f}x", "<= 1.5x",
+                        "met" if separate <= 1.5 else "missed"])
     if len(by_name) == 8:
         zoo = sum(20 * m["epoch_s_median"] for m in by_name.values())
         targets.append(["zoo, 8 models x 20 epochs (sum of epoch medians x 20)", f"{zoo / 60:.1f} min", "<= 10 min",
@@ -236,6 +268,10 @@ def report(results: dict) -> str:
                             "met" if k_fit / fit >= 3 else "missed"])
             targets.append(["default job test RMSE vs Keras (mean over seeds)", f"{rmse:.2f} vs {k_rmse:.2f}",
                             "no worse", "met" if rmse <= k_rmse else "missed"])
+    if cell_ratios:
+        out.append(f"Interleaved with stacked in one process (`scripts/bench_cells.py`, {cells['repeats']} rounds, "
+                   f"{cells['batches']} batches, epoch time / stacked's, median): "
+                   + ", ".join(f"{CELL_OPTIONS.get(o, o)} {r:.2f}x" for o, r in cell_ratios.items()))
     if plain:
         out.append(f"Plain PyTorch loop (stacked, same batches, train + validation): "
                    f"{plain['epoch_s_median']:.2f} s/epoch")
@@ -257,6 +293,8 @@ def main() -> None:
     parser.add_argument("--keras-seeds", type=int, help="seeds of the Keras reference (default: as the default job)")
     parser.add_argument("--overhead-rounds", type=int, default=3,
                         help="rounds of plain loop / framework (stacked), alternated; the median ratio is reported")
+    parser.add_argument("--cell-rounds", type=int,
+                        help="rounds of peephole / GRU / stacked interleaved in one process (default 5, --quick 2)")
     parser.add_argument("--out", type=Path, help="JSON output (default outputs/benchmark/<time>.json)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model in this process
     args = parser.parse_args()
@@ -284,6 +322,11 @@ def main() -> None:
         results.setdefault("plain_loop", pair["plain"])
         if not any("error" in m for m in pair.values()):
             results["overhead_ratios"].append(pair["stacked"]["epoch_s_median"] / pair["plain"]["epoch_s_median"])
+    cell_rounds = args.cell_rounds if args.cell_rounds is not None else (2 if args.quick else 5)
+    if cell_rounds > 0 and {"stacked", "peephole", "gru"} <= set(models):
+        print(f"measuring peephole and GRU interleaved with stacked ({cell_rounds} rounds) ...", file=sys.stderr,
+              flush=True)
+        results["cells"] = bench_cells(args.device, cell_rounds)
     # the default job and the Keras reference seed by seed, interleaved: a shared machine that slows down for
     # a few minutes then weighs on both sides of the ratio, not on one
     job_seeds = [] if args.skip_default_job else list(range(1 if args.quick else args.seeds))
