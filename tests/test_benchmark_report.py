@@ -46,12 +46,12 @@ def test_targets_missed():
     assert table["default job test RMSE vs Keras (mean over seeds)"][2] == "missed"
 
 
-def test_overhead_is_the_median_of_alternated_rounds():
+def test_overhead_is_the_median_of_interleaved_epochs():
     measured = results(stacked=1.3, peephole=1.5, job_fit=25, job_rmse=6.0, keras_fit=100, keras_rmse=8.0)
     measured["overhead_ratios"] = [1.30, 1.04, 1.08]
     table = rows(benchmark.report(measured))
     assert table["framework epoch / plain PyTorch epoch (stacked)"] == [
-        "1.08x (median of 3 alternated rounds: 1.30, 1.04, 1.08)", "<= 1.1x", "met"]
+        "1.08x (median of 3 interleaved epochs: 1.30, 1.04, 1.08)", "<= 1.1x", "met"]
 
 
 def test_peephole_target_uses_the_interleaved_rounds_when_measured():

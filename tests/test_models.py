@@ -97,3 +97,37 @@ def test_last_layer_dropout_acts_on_the_final_state_only(bidirectional):
     model(torch.randn(4, 9, 1))
     width = 12 if bidirectional else 6
     assert shapes == [(4, 9, width), (4, 9, width), (4, width)]
+
+
+def test_val_loss_is_the_mean_over_all_windows_and_a_nan_batch_keeps_it_nan(prices_csv):
+    """val/loss, accumulated per batch and logged once per epoch, equals the MSE over every validation window at
+    once; one batch of NaN forecasts makes it NaN (never the mean of the finite batches), so the run stops."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_train
+
+    cfg = compose_train(["data=csv", f"data.path={prices_csv}", "data.window=10", "data.batch_size=7"])
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    model = RNNForecaster(hidden_size=4, num_layers=1, n_features=dm.n_features, horizon=dm.horizon, window=10)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False)
+    val = dm.datasets["val"]
+    assert len(val) > 3 * 7  # several batches, the last one partial unless the count divides
+    x, y, _ = val[torch.arange(len(val))]
+    with torch.no_grad():
+        expected = nn.functional.mse_loss(model.eval()(x), y).item()
+    assert trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"] == pytest.approx(expected, rel=1e-5)
+
+    forward, calls = model.forward, []
+
+    def nan_in_the_second_batch(inputs: torch.Tensor) -> torch.Tensor:
+        calls.append(len(inputs))
+        out = forward(inputs)
+        return out * float("nan") if len(calls) == 2 else out
+
+    model.forward = nan_in_the_second_batch
+    result = trainer.validate(model, datamodule=dm, verbose=False)[0]
+    assert len(calls) > 2 and result["val/loss"] != result["val/loss"]  # NaN

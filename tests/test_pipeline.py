@@ -54,6 +54,41 @@ def test_run_writes_every_output_of_a_training_run(fast_cfg, tmp_path):
     assert expected <= tensorboard_tags(out / "tensorboard")
 
 
+def test_train_loss_reaches_tensorboard_every_log_every_n_steps_and_every_epoch(prices_csv, tmp_path):
+    """The step loss is logged only on the steps Lightning writes (log_every_n_steps), and the value written at a
+    step is that step's batch loss; the epoch mean is written once per epoch."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from lstm_zoo.models import RNNForecaster
+    from tests.conftest import compose_train
+
+    class BatchLosses(L.Callback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            self.losses.append(outputs["loss"].item())
+
+    dm = instantiate(compose_train(["data=csv", f"data.path={prices_csv}", "data.window=10"]).data)
+    model = RNNForecaster(hidden_size=4, num_layers=1, window=10)
+    recorder = BatchLosses()
+    trainer = L.Trainer(max_epochs=2, log_every_n_steps=3, callbacks=[recorder], enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False,
+                        logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb"))
+    trainer.fit(model, datamodule=dm)
+    values: dict[str, dict[int, float]] = {}
+    for events in (tmp_path / "tb").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        acc.Reload()
+        for tag in set(acc.Tags()["tensors"]) & {"train/loss_step", "train/loss_epoch"}:
+            values.setdefault(tag, {}).update({e.step: float(e.tensor_proto.float_val[0]) for e in acc.Tensors(tag)})
+    written = values["train/loss_step"]
+    assert sorted(written) == [k for k in range(len(recorder.losses)) if (k + 1) % 3 == 0]
+    assert all(written[k] == pytest.approx(recorder.losses[k], rel=1e-6) for k in written)
+    assert len(values["train/loss_epoch"]) == 2
+
+
 def test_persistence_is_scored_on_the_same_days_as_the_model(fast_cfg, tmp_path):
     metrics = run(fast_cfg("data.horizon=3"))
     predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")

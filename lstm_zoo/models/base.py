@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
 from lstm_zoo.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
 from lstm_zoo.optim import KerasRMSprop
@@ -33,6 +33,12 @@ class Forecaster(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = nn.MSELoss()
+        # epoch means of the losses, weighted by batch size (synced over DDP ranks by torchmetrics); logged once per
+        # epoch: each `self.log` call costs Lightning about 1 ms, 5-8% of a CPU epoch when made every batch. A NaN
+        # loss must stay NaN (the pipeline stops on it): "warn"/"ignore" drop NaN batches from the mean, and
+        # "disable" drops the batch-size weights too (torchmetrics 1.9), so NaN is "imputed" with NaN
+        self.train_loss = MeanMetric(nan_strategy=float("nan"))
+        self.val_loss = MeanMetric(nan_strategy=float("nan"))
         self.val_metrics = MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()},
                                             prefix="val/")
         # persistence on the same validation days: val/rmse below it means skill, comparable across target_transform
@@ -51,37 +57,46 @@ class Forecaster(L.LightningModule):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
-        x, y, _ = batch
-        y_hat = self.training_forward(x, y) if stage == "train" else self(x)
-        loss = self.loss_fn(y_hat, y)
-        # val/test loss averaged over all DDP ranks (torchmetrics objects sync themselves); a no-op on one device
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(x),
-                 sync_dist=stage != "train")
-        return loss, y_hat
-
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self._shared_step(batch, "train")
+        x, y, _ = batch
+        loss = self.loss_fn(self.training_forward(x, y), y)
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, step "
                                      f"{self.global_step} (lr={lr:g}): the run diverged. Fix: a smaller "
                                      "optimizer.lr, or gradient clipping (trainer.gradient_clip_val=1.0).")
+        self.train_loss.update(loss.detach(), len(x))
+        every = self.trainer.log_every_n_steps
+        if every and (self.global_step + 1) % every == 0:  # the only steps whose values Lightning writes to loggers
+            self.log("train/loss_step", loss.detach(), prog_bar=True)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True)
+        self.train_loss.reset()
+
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        _, y_hat = self._shared_step(batch, "val")
+        x, y, last = batch
+        y_hat = self(x)
+        self.val_loss.update(self.loss_fn(y_hat, y), len(x))
         to_price = self.trainer.datamodule.to_price
-        actual = to_price(batch[1], batch[2])
-        self.val_metrics.update(to_price(y_hat, batch[2]), actual)
-        self.val_persistence_rmse.update(persistence_forecast(batch[2], actual.shape[1]), actual)
-        self.log_dict(self.val_metrics, on_epoch=True, batch_size=len(y_hat))
-        self.log("val/persistence_rmse", self.val_persistence_rmse, on_epoch=True, batch_size=len(y_hat))
+        actual = to_price(y, last)
+        self.val_metrics.update(to_price(y_hat, last), actual)
+        self.val_persistence_rmse.update(persistence_forecast(last, actual.shape[1]), actual)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
+        self.log_dict(self.val_metrics.compute())
+        self.log("val/persistence_rmse", self.val_persistence_rmse.compute())
+        for metric in (self.val_loss, self.val_metrics, self.val_persistence_rmse):
+            metric.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        _, y_hat = self._shared_step(batch, "test")
+        x, y, last = batch
+        y_hat = self(x)
+        self.log("test/loss", self.loss_fn(y_hat, y), batch_size=len(x), sync_dist=True)
         to_price = self.trainer.datamodule.to_price
-        self._test_batches.append((to_price(y_hat, batch[2]), to_price(batch[1], batch[2]), batch[2]))
+        self._test_batches.append((to_price(y_hat, last), to_price(y, last), last))
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
