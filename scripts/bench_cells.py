@@ -4,9 +4,9 @@ python scripts/bench_cells.py [--repeats 5] [--batches 82] [--device cpu] [--thr
                               [--json results.json]
 
 The options are the peephole LSTM's implementations (naive ... fused_torchscript) and the GRU's: `gru_torch`
-(torch's nn.GRU) and `gru_fused` (`FusedGRU`, the default). Each option is timed in the same process,
-interleaved with `stacked`, over `--repeats` rounds; the table gives the median seconds per epoch and the
-median of the per-round ratios to `stacked`.
+(torch's nn.GRU) and `gru_fused` (`FusedGRU`, the default). Each option is timed in the same process over
+`--repeats` rounds, each epoch paired with an epoch of `stacked` right before it (even rounds) or right after
+it (odd rounds); the table gives the median seconds per epoch and the median of the per-pair ratios.
 """
 
 from __future__ import annotations
@@ -118,12 +118,14 @@ def main() -> None:
     epoch(stacked, batches[:3])
     times: dict[str, list[float]] = {name: [] for name in ["stacked", *options]}
     ratios: dict[str, list[float]] = {name: [] for name in options}
-    for _ in range(args.repeats):
-        base = epoch(stacked, batches)
-        times["stacked"].append(base)
+    for round_ in range(args.repeats):  # each option paired with its own stacked epoch, ABBA order over rounds
         for option in options:
             configure(option)
-            seconds = epoch(models[option], batches)
+            if round_ % 2 == 0:
+                base, seconds = epoch(stacked, batches), epoch(models[option], batches)
+            else:
+                seconds, base = epoch(models[option], batches), epoch(stacked, batches)
+            times["stacked"].append(base)
             times[option].append(seconds)
             ratios[option].append(seconds / base)
     print(f"\n{args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -58,19 +58,58 @@ def test_eager_fallback_of_the_fused_loops_matches_torchscript(monkeypatch):
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
 
 
+def test_the_fused_recurrence_runs_on_cpu(monkeypatch):
+    """Every other test would pass if FusedGRU silently fell back to nn.GRU: count the fused calls."""
+    calls = []
+    apply = gru_module.GRUFunction.apply
+    monkeypatch.setattr(gru_module.GRUFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    fused, _ = twins(num_layers=2, batch_first=True)
+    fused(torch.randn(2, 4, 3, dtype=torch.double))
+    assert len(calls) == 2  # one per layer
+    fused.fused = False
+    fused(torch.randn(2, 4, 3, dtype=torch.double))
+    assert len(calls) == 2
+
+
 def test_unfused_cases_are_nn_gru_itself():
-    """fused=False, bidirectional layers and unbatched input run nn.GRU's forward: bit-identical."""
+    """fused=False, bidirectional layers, no bias and unbatched input run nn.GRU's forward: bit-identical."""
     torch.manual_seed(0)
     x = torch.randn(4, 9, 3)
-    for kwargs in ({"fused": False}, {"bidirectional": True}):
+    for kwargs in ({"fused": False}, {"bidirectional": True}, {"bias": False}):
         module = FusedGRU(3, 5, batch_first=True, **kwargs)
-        reference = nn.GRU(3, 5, batch_first=True, bidirectional=module.bidirectional)
+        reference = nn.GRU(3, 5, batch_first=True, bidirectional=module.bidirectional, bias=module.bias)
         reference.load_state_dict(module.state_dict())
         assert torch.equal(module(x)[0], reference(x)[0])
     module = FusedGRU(3, 5, batch_first=True)
     reference = nn.GRU(3, 5, batch_first=True)
     reference.load_state_dict(module.state_dict())
     assert torch.equal(module(x[0])[0], reference(x[0])[0])
+
+
+def test_bad_inputs_get_nn_grus_own_errors():
+    module = FusedGRU(3, 5, batch_first=True)
+    with pytest.raises(RuntimeError, match="Expected hidden size"):
+        module(torch.randn(4, 9, 3), torch.zeros(1, 2, 5))
+    with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size"):
+        module(torch.randn(4, 9, 2))
+
+
+def test_multilayer_dropout_is_active_in_training_only():
+    fused, reference = twins(num_layers=3, batch_first=True, dropout=0.5)
+    x = torch.randn(4, 9, 3, dtype=torch.double)
+    torch.manual_seed(0)
+    first, second = fused.train()(x)[0], fused(x)[0]
+    assert not torch.equal(first, second)  # a fresh mask each call
+    torch.testing.assert_close(fused.eval()(x)[0], reference.eval()(x)[0], atol=1e-12, rtol=1e-12)
+
+
+def test_first_order_gradients_under_create_graph_match_nn_gru():
+    """A gradient penalty calls backward with create_graph=True: the fused backward must still give the grads."""
+    fused, reference = twins(batch_first=True)
+    x = torch.randn(2, 5, 3, dtype=torch.double, requires_grad=True)
+    got = torch.autograd.grad(fused(x)[0].sum(), x, create_graph=True)[0]
+    want = torch.autograd.grad(reference(x)[0].sum(), x, create_graph=True)[0]
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
 
 
 def test_fused_gru_float32_matches_nn_gru_closely():
@@ -81,14 +120,14 @@ def test_fused_gru_float32_matches_nn_gru_closely():
     torch.testing.assert_close(fused(x)[0], reference(x)[0], atol=1e-5, rtol=1e-4)
 
 
-def test_fused_gru_under_cpu_autocast_runs_in_float32():
-    fused, _ = twins(batch_first=True)
-    fused.float()
+def test_under_cpu_autocast_it_is_nn_gru_in_bf16():
+    torch.manual_seed(0)
+    fused, reference = FusedGRU(3, 5, batch_first=True), nn.GRU(3, 5, batch_first=True)
+    reference.load_state_dict(fused.state_dict())
     x = torch.randn(2, 5, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, h_n = fused(x)
-    assert out.dtype == h_n.dtype == torch.float32
-    torch.testing.assert_close(out, fused(x)[0])
+        got, want = fused(x)[0], reference(x)[0]
+    assert torch.equal(got, want)
 
 
 def test_gru_forecaster_uses_fused_gru_and_loads_nn_gru_weights():

@@ -66,9 +66,11 @@ def test_train_loss_reaches_tensorboard_every_log_every_n_steps_and_every_epoch(
     class BatchLosses(L.Callback):
         def __init__(self) -> None:
             self.losses: list[float] = []
+            self.sizes: list[int] = []
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
             self.losses.append(outputs["loss"].item())
+            self.sizes.append(len(batch[0]))
 
     dm = instantiate(compose_train(["data=csv", f"data.path={prices_csv}", "data.window=10"]).data)
     model = RNNForecaster(hidden_size=4, num_layers=1, window=10)
@@ -86,6 +88,11 @@ def test_train_loss_reaches_tensorboard_every_log_every_n_steps_and_every_epoch(
     written = values["train/loss_step"]
     assert sorted(written) == [k for k in range(len(recorder.losses)) if (k + 1) % 3 == 0]
     assert all(written[k] == pytest.approx(recorder.losses[k], rel=1e-6) for k in written)
+    per_epoch = len(recorder.losses) // 2
+    for epoch, step in enumerate(sorted(values["train/loss_epoch"])):  # the batch-size-weighted mean of the epoch
+        losses, sizes = (v[epoch * per_epoch : (epoch + 1) * per_epoch] for v in (recorder.losses, recorder.sizes))
+        mean = sum(loss * size for loss, size in zip(losses, sizes)) / sum(sizes)
+        assert values["train/loss_epoch"][step] == pytest.approx(mean, rel=1e-5)
     assert len(values["train/loss_epoch"]) == 2
 
 

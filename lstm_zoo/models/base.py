@@ -72,7 +72,7 @@ class Forecaster(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True)
+        self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True, sync_dist=True)
         self.train_loss.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
@@ -84,10 +84,10 @@ class Forecaster(L.LightningModule):
         self.val_metrics.update(to_price(y_hat, last), actual)
         self.val_persistence_rmse.update(persistence_forecast(last, actual.shape[1]), actual)
 
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
-        self.log_dict(self.val_metrics.compute())
-        self.log("val/persistence_rmse", self.val_persistence_rmse.compute())
+    def on_validation_epoch_end(self) -> None:  # compute() syncs over DDP ranks; sync_dist averages equal values
+        self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
+        self.log_dict(self.val_metrics.compute(), sync_dist=True)
+        self.log("val/persistence_rmse", self.val_persistence_rmse.compute(), sync_dist=True)
         for metric in (self.val_loss, self.val_metrics, self.val_persistence_rmse):
             metric.reset()
 

@@ -6,6 +6,7 @@ import warnings
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def _fused_forward(xw: Tensor, w_hh: Tensor, b_hh: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -86,6 +87,7 @@ class GRUFunction(torch.autograd.Function):
         return outputs[1:]
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable; first-order grads also under create_graph
     def backward(ctx, d_out: Tensor):
         w_hh, outputs, acts, ghs = ctx.saved_tensors
         d_xw, d_gh, d_h0 = _backward_impl(d_out.contiguous(), w_hh, outputs, acts, ghs)
@@ -97,34 +99,40 @@ class GRUFunction(torch.autograd.Function):
 class FusedGRU(nn.GRU):
     """`nn.GRU` (same parameters, state dict and results) whose CPU forward and backward are fused.
 
-    On CPU, for a batched tensor input in one direction, the input projection of all steps is one matrix
-    product and the recurrence is `GRUFunction`; on other devices (cuDNN), for bidirectional layers or packed
-    sequences, and with `fused=False`, it is `nn.GRU` itself.
+    On CPU, for a batched float tensor input in one direction, outside autocast, the input projection of all
+    steps is one matrix product and the recurrence is `GRUFunction`. Everything else runs `nn.GRU` itself: other
+    devices (cuDNN), bidirectional layers, packed sequences, `bias=False`, CPU autocast (nn.GRU computes in
+    bf16 there), inputs or states nn.GRU would reject (its own error message then), and `fused=False`.
     """
 
     def __init__(self, *args, fused: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fused = fused
 
-    def forward(self, x, hx: Tensor | None = None):
+    def _runs_fused(self, x, hx: Tensor | None) -> bool:
         if not (self.fused and isinstance(x, Tensor) and x.dim() == 3 and x.device.type == "cpu"
-                and not self.bidirectional and self.bias):
+                and not self.bidirectional and self.bias and not torch.is_autocast_enabled("cpu")):
+            return False
+        batch = x.shape[0] if self.batch_first else x.shape[1]
+        return (x.dtype == self.weight_hh_l0.dtype and x.shape[2] == self.input_size and x.numel() > 0
+                and (hx is None or (hx.dtype == x.dtype and hx.shape == (self.num_layers, batch, self.hidden_size))))
+
+    def forward(self, x, hx: Tensor | None = None):
+        if not self._runs_fused(x, hx):
             return super().forward(x, hx)
         x = x.transpose(0, 1) if self.batch_first else x  # (T, B, F)
         if hx is None:
             hx = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
         h_n = []
-        with torch.autocast("cpu", enabled=False):  # the weights' precision, as nn.GRU on CPU
-            x = x.to(self.weight_hh_l0.dtype)
-            for layer in range(self.num_layers):
-                if layer > 0 and self.dropout > 0 and self.training:
-                    x = nn.functional.dropout(x, self.dropout, training=True)
-                w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
-                b_ih, b_hh = getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
-                # all steps' input projection at once, feature-major (T, 3H, B)
-                xw = torch.baddbmm(b_ih[:, None], w_ih.expand(x.shape[0], -1, -1), x.transpose(1, 2))
-                out = GRUFunction.apply(xw, w_hh, b_hh[:, None], hx[layer].to(x.dtype).t())  # (T, H, B)
-                x = out.transpose(1, 2)  # (T, B, H) view
-                h_n.append(x[-1])
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
+            b_ih, b_hh = getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
+            # all steps' input projection at once, feature-major (T, 3H, B)
+            xw = torch.baddbmm(b_ih[:, None], w_ih.expand(x.shape[0], -1, -1), x.transpose(1, 2))
+            out = GRUFunction.apply(xw, w_hh, b_hh[:, None], hx[layer].t())  # (T, H, B)
+            x = out.transpose(1, 2)  # (T, B, H) view
+            h_n.append(x[-1])
         output = x.transpose(0, 1) if self.batch_first else x
         return output, torch.stack(h_n)

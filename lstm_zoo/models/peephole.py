@@ -8,6 +8,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from lstm_zoo.models.rnn import RNNForecaster
 
@@ -115,6 +116,7 @@ class PeepholeFunction(torch.autograd.Function):
         return outputs[1:], cells[-1]
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable; first-order grads also under create_graph
     def backward(ctx, d_out: Tensor, d_cn: Tensor):
         w_hh, peep, outputs, acts, cells, tanh_cells = ctx.saved_tensors
         d_gates, d_h0, d_c0 = _backward_impl(d_out.contiguous(), d_cn.contiguous(), w_hh, peep, acts, cells,

@@ -39,14 +39,19 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 class SignalAfterEpoch(L.Callback):
-    """Sends `signum` to this process as epoch `epoch + 1` starts: epoch `epoch`'s last.ckpt is on disk by then."""
+    """Sends `signum` to this process as epoch `epoch + 1` starts: epoch `epoch`'s last.ckpt is on disk by then.
+
+    `signal.raise_signal` delivers it to the main thread at once. `os.kill` lets the kernel pick any thread (torch's
+    and TensorBoard's included), so Python may run the handler later, possibly inside a finalizer, where a
+    KeyboardInterrupt is printed as "Exception ignored" and lost (a SIGINT run once completed instead of stopping).
+    """
 
     def __init__(self, epoch: int, signum: str = "SIGTERM") -> None:
         self.epoch, self.signum = epoch, getattr(signal, signum)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.epoch + 1:
-            os.kill(os.getpid(), self.signum)
+            signal.raise_signal(self.signum)
 
 
 class RaiseOnRank(L.Callback):
