@@ -299,6 +299,9 @@ def report(results: dict) -> str:
                             "met" if k_fit / fit >= 3 else "missed"])
             targets.append(["default job test RMSE vs Keras (mean over seeds)", f"{rmse:.2f} vs {k_rmse:.2f}",
                             "no worse", "met" if rmse <= k_rmse else "missed"])
+    for name, error in (("framework / plain loop", results.get("overhead_error")), ("bench_cells", cells.get("error"))):
+        if error:
+            out.append(f"\n{name} failed: {error}")
     if cell_ratios:
         out.append(f"Interleaved with stacked in one process (`scripts/bench_cells.py`, {cells['repeats']} rounds, "
                    f"{cells['batches']} batches, epoch time / stacked's, median): "
@@ -347,6 +350,7 @@ def main() -> None:
         print(f"measuring the plain PyTorch loop and stacked ({args.overhead_rounds} interleaved epochs) ...",
               file=sys.stderr, flush=True)
         overhead = child(["--one", "overhead", "--overhead-rounds", str(args.overhead_rounds), *common])
+        results["overhead_error"] = overhead.get("error")
         if "error" not in overhead:
             results["overhead_ratios"] = overhead["ratios"]
             plain = overhead["plain_epoch_s"]

@@ -65,3 +65,12 @@ def test_peephole_target_uses_the_interleaved_rounds_when_measured():
         "1.40x (median of 3 interleaved rounds: 1.52, 1.40, 1.38); 2.40x from the per-model epochs above", "<= 1.5x",
         "met"]
     assert "peephole 1.40x, gru (torch nn.GRU) 2.10x, gru (FusedGRU) 1.05x" in text
+
+
+def test_a_failed_interleaved_measurement_is_reported_not_dropped():
+    measured = results(stacked=1.0, peephole=1.2, job_fit=25, job_rmse=6.0, keras_fit=100, keras_rmse=8.0)
+    measured["cells"] = {"error": "RuntimeError: boom"}
+    measured["overhead_error"] = "MemoryError"
+    text = benchmark.report(measured)
+    assert "bench_cells failed: RuntimeError: boom" in text and "framework / plain loop failed: MemoryError" in text
+    assert rows(text)["peephole epoch / stacked epoch"] == ["1.20x", "<= 1.5x", "met"]  # the per-model fallback
