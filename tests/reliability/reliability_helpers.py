@@ -23,8 +23,11 @@ def train_cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Co
     """`python train.py <args>` in `cwd`, in its own process group, killed as a group on timeout."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "HYDRA_FULL_ERROR": "0"}
     env.pop("LOCAL_RANK", None)
+    # SIGINT back to its default: a shell that started this test run in the background (`cmd &`, nohup, some CI
+    # runners) ignores SIGINT, children inherit that, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -39,19 +42,14 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 class SignalAfterEpoch(L.Callback):
-    """Sends `signum` to this process as epoch `epoch + 1` starts: epoch `epoch`'s last.ckpt is on disk by then.
-
-    `signal.raise_signal` delivers it to the main thread at once. `os.kill` lets the kernel pick any thread (torch's
-    and TensorBoard's included), so Python may run the handler later, possibly inside a finalizer, where a
-    KeyboardInterrupt is printed as "Exception ignored" and lost (a SIGINT run once completed instead of stopping).
-    """
+    """Sends `signum` to this process as epoch `epoch + 1` starts: epoch `epoch`'s last.ckpt is on disk by then."""
 
     def __init__(self, epoch: int, signum: str = "SIGTERM") -> None:
         self.epoch, self.signum = epoch, getattr(signal, signum)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.epoch + 1:
-            signal.raise_signal(self.signum)
+            os.kill(os.getpid(), self.signum)
 
 
 class RaiseOnRank(L.Callback):
