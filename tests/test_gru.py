@@ -150,3 +150,15 @@ def test_fused_gru_on_cuda_is_cudnn_with_the_same_weights():
     gpu.load_state_dict(fused.state_dict())
     x = torch.randn(4, 9, 3)
     torch.testing.assert_close(gpu(x.cuda())[0].cpu(), fused(x)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_script_or_eager_falls_back_to_the_function_with_a_warning():
+    from lstm_zoo.models.scripting import script_or_eager
+
+    def unscriptable(x: dict) -> dict:
+        return {**x}  # dict unpacking: not TorchScript
+
+    with pytest.warns(UserWarning, match="TorchScript unavailable for the thing"):
+        (function,) = script_or_eager(unscriptable, name="thing")
+    assert function is unscriptable
+    assert all(isinstance(f, torch.jit.ScriptFunction) for f in (gru_module._forward_impl, gru_module._backward_impl))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from lstm_zoo.models.scripting import script_or_eager
 
 
 def _fused_forward(xw: Tensor, w_hh: Tensor, b_hh: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -67,14 +67,7 @@ def _fused_backward(d_out: Tensor, w_hh: Tensor, outputs: Tensor, acts: Tensor,
     return d_xw.view(n_steps, 3 * hidden, batch), d_gh.view(n_steps, 3 * hidden, batch), d_h0
 
 
-_forward_impl, _backward_impl = _fused_forward, _fused_backward
-try:  # TorchScript runs the per-step loop without Python overhead; torch >= 2.10 flags it deprecated
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        _forward_impl, _backward_impl = torch.jit.script(_fused_forward), torch.jit.script(_fused_backward)
-except Exception as err:  # noqa: BLE001 - any scripting failure: the same code runs eagerly, just slower
-    warnings.warn(f"TorchScript unavailable for the fused GRU ({type(err).__name__}); using eager loops.",
-                  stacklevel=1)
+_forward_impl, _backward_impl = script_or_eager(_fused_forward, _fused_backward, name="fused GRU")
 
 
 class GRUFunction(torch.autograd.Function):

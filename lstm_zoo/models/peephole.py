@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Literal
 
 import torch
@@ -11,6 +10,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from lstm_zoo.models.rnn import RNNForecaster
+from lstm_zoo.models.scripting import script_or_eager
 
 
 def peephole_loop(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -91,14 +91,7 @@ def _fused_backward(d_out: Tensor, d_c: Tensor, w_hh: Tensor, peep: Tensor, acts
     return d_gates, d_h, d_c
 
 
-_forward_impl, _backward_impl = _fused_forward, _fused_backward
-try:  # TorchScript runs the per-step loop without Python overhead; torch >= 2.10 flags it deprecated
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        _forward_impl, _backward_impl = torch.jit.script(_fused_forward), torch.jit.script(_fused_backward)
-except Exception as err:  # noqa: BLE001 - any scripting failure: the same code runs eagerly, just slower
-    warnings.warn(f"TorchScript unavailable for the peephole LSTM ({type(err).__name__}); using eager loops.",
-                  stacklevel=1)
+_forward_impl, _backward_impl = script_or_eager(_fused_forward, _fused_backward, name="peephole LSTM")
 
 
 class PeepholeFunction(torch.autograd.Function):
