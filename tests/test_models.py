@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
 from lstm_zoo.models import RNNForecaster
+from tests.conftest import compose_train
 
 
 def recurrent_parameters(model: RNNForecaster) -> int:
@@ -102,11 +105,6 @@ def test_last_layer_dropout_acts_on_the_final_state_only(bidirectional):
 def test_val_loss_is_the_mean_over_all_windows_and_a_nan_batch_keeps_it_nan(prices_csv):
     """val/loss, accumulated per batch and logged once per epoch, equals the MSE over every validation window at
     once; one batch of NaN forecasts makes it NaN (never the mean of the finite batches), so the run stops."""
-    import lightning as L
-    from hydra.utils import instantiate
-
-    from tests.conftest import compose_train
-
     cfg = compose_train(["data=csv", f"data.path={prices_csv}", "data.window=10", "data.batch_size=7"])
     dm = instantiate(cfg.data)
     dm.setup("fit")

@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, ROOT
+from conftest import FAST, ROOT, compose_train
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
+from lstm_zoo.models import RNNForecaster
 from lstm_zoo.pipeline import run
 
 
@@ -57,12 +60,6 @@ def test_run_writes_every_output_of_a_training_run(fast_cfg, tmp_path):
 def test_train_loss_reaches_tensorboard_every_log_every_n_steps_and_every_epoch(prices_csv, tmp_path):
     """The step loss is logged only on the steps Lightning writes (log_every_n_steps), and the value written at a
     step is that step's batch loss; the epoch mean is written once per epoch."""
-    import lightning as L
-    from hydra.utils import instantiate
-
-    from lstm_zoo.models import RNNForecaster
-    from tests.conftest import compose_train
-
     class BatchLosses(L.Callback):
         def __init__(self) -> None:
             self.losses: list[float] = []

@@ -40,7 +40,7 @@ def _fused_backward(d_out: Tensor, w_hh: Tensor, outputs: Tensor, acts: Tensor,
 
     With dh the gradient reaching h(t): d(pre-r) = dh (1-z)(1-n^2) ghn r(1-r), d(pre-z) = dh (h-n) z(1-z),
     d(pre-n) = dh (1-z)(1-n^2), and gh's n rows get d(pre-n) * r. Everything but dh is known after the forward,
-    so the factors are computed for all steps at once and each step is one product, one multiply and one
+    so the factors are computed for all steps at once and each step is one multiply, one `addcmul` and one
     matrix product.
     """
     n_steps, hidden, batch = acts.shape[0], acts.shape[2], acts.shape[3]
