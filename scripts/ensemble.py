@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from lstm_zoo.ensemble import ensemble_predictions, predictions_metrics
+from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics
 
 
 def find_runs(paths: list[Path]) -> list[Path]:

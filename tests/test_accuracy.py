@@ -19,8 +19,8 @@ from scipy import stats
 from torch import Tensor
 
 from lstm_zoo.data import StockDataModule, add_derived_features, clean_prices
-from lstm_zoo.ensemble import ensemble_predictions, predictions_metrics
-from lstm_zoo.metrics import compare_with_persistence, diebold_mariano, directional_accuracy
+from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics
+from lstm_zoo.evaluation.metrics import compare_with_persistence, diebold_mariano, directional_accuracy
 from lstm_zoo.models import Forecaster
 from tests.conftest import FAST, ROOT, compose_train
 

@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lstm_zoo.checks import CheckpointError
-from lstm_zoo.compare import compare
 from lstm_zoo.data import StockDataModule
+from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.pipeline import evaluate, load_forecaster, run
 
 ZOO = ["vanilla", "stacked", "bidirectional", "peephole", "cnn_lstm", "encoder_decoder", "attention", "gru"]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
-from lstm_zoo.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
+from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
 from lstm_zoo.optim import KerasRMSprop
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import write_prices_csv
 
 from lstm_zoo.data import DataError, StockDataModule
-from lstm_zoo.metrics import forecast_metrics
+from lstm_zoo.evaluation.metrics import forecast_metrics
 from lstm_zoo.pipeline import print_summary, write_json
 
 

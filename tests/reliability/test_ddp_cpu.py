@@ -13,7 +13,7 @@ from conftest import write_prices_csv
 from reliability_helpers import TINY, read_metrics, train_cli
 
 from lstm_zoo.data import StockDataModule
-from lstm_zoo.metrics import forecast_metrics
+from lstm_zoo.evaluation.metrics import forecast_metrics
 
 DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=2"]
 

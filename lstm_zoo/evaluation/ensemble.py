@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from lstm_zoo.metrics import compare_with_persistence, forecast_metrics
+from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics
 
 
 def _steps(frame: pd.DataFrame, name: str) -> list[str]:

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
-from lstm_zoo.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
+from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
 
 METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
 COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",

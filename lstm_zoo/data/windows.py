@@ -1,0 +1,44 @@
+"""Tensor windows and change targets (pure torch / numpy): views of one series, no per-sample Python loop."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from lstm_zoo.data.sources import DataError
+
+TARGET_TRANSFORMS = ("level", "diff", "log_return")
+
+
+def target_change(future: np.ndarray, last: np.ndarray, transform: str, target: str = "target",
+                  source: str = "data") -> np.ndarray:
+    """Change from `last` to `future` in the transform's units: a price difference or a log-price difference."""
+    if transform == "log_return":
+        if (future <= 0).any() or (last <= 0).any():
+            raise DataError(f"{source}: data.target_transform=log_return needs positive {target} values. "
+                            "Fix: data.target_transform=diff.")
+        return np.log(future) - np.log(last)
+    return future - last
+
+
+def make_windows(series: Tensor, target: Tensor, window: int, horizon: int) -> tuple[Tensor, Tensor]:
+    """Sliding windows as views: x[i] = series[i : i+window], y[i] = target[i+window : i+window+horizon]."""
+    n = series.shape[0] - window - horizon + 1
+    x = series.unfold(0, window, 1)[:n].transpose(1, 2)  # (N, W, F), a view of `series`
+    y = target[window:].unfold(0, horizon, 1)[:n]  # (N, H), a view of `target`
+    return x, y
+
+
+class WindowDataset(Dataset):
+    """Windows held as tensor views; indexed with a whole batch of indices at once (no per-sample loop)."""
+
+    def __init__(self, x: Tensor, y: Tensor, last: Tensor) -> None:
+        self.x, self.y, self.last = x, y, last
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        return self.x[index], self.y[index], self.last[index]
+

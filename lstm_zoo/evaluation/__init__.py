@@ -1,0 +1,1 @@
+"""Scoring forecasts: price-unit metrics and tests against persistence, seed ensembles, sweep leaderboards."""
