@@ -183,8 +183,8 @@ class MinLSTM(MinRNN):
 
     def update_gate_backward(self, d_k: Tensor, saved: tuple[Tensor, ...]) -> None:
         f, i = saved[0]
-        torch.mul(d_k[0], 1 - i, out=d_k[1])
-        d_k[0].mul_(f - 1)
+        torch.addcmul(d_k[0], d_k[0], i, value=-1.0, out=d_k[1])  # d_logit (1 - i)
+        d_k[0].addcmul_(d_k[0], f, value=-1.0).neg_()  # -d_logit (1 - f)
 
     def z_logit(self, k: Tensor) -> Tensor:
         return logsigmoid(k[1]) - logsigmoid(k[0])
