@@ -51,6 +51,9 @@ def check_config(cfg: DictConfig) -> None:
               ("data.batch_size", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
               ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation set)"),
               ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+              ("model.hidden_size", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+              ("model.num_layers", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
+              ("model.num_heads", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
               ("model.optimizer.lr", lambda v: 0 < v < math.inf, "> 0"),
               ("trainer.max_epochs", lambda v: v >= 1 or v == -1, ">= 1 (or -1 for no limit)")]
     for key, ok, allowed in limits:

@@ -3,8 +3,11 @@
 python scripts/bench_cells.py [--repeats 5] [--batches 82] [--device cpu] [--threads 1] [--options a,b,...]
                               [--json results.json]
 
-The options are the peephole LSTM's implementations (naive ... fused_torchscript) and the GRU's: `gru_torch`
-(torch's nn.GRU) and `gru_fused` (`FusedGRU`, the default). Each option is timed in the same process over
+The options are the peephole LSTM's implementations (naive ... fused_torchscript), the GRU's: `gru_torch`
+(torch's nn.GRU) and `gru_fused` (`FusedGRU`, the default), and the newer cells' modes: `min_gru`, `min_lstm` and
+`slstm` (the `sequential` mode, their default), `<cell>_parallel` (the log-space scan), `<cell>_reference` (the
+paper's equations through autograd), `<cell>_compiled` (the reference under `torch.compile`; its compilation is the
+warm-up line) and `slstm_dense` (one head: a dense recurrent matrix). Each option is timed in the same process over
 `--repeats` rounds, each epoch paired with an epoch of `stacked` right before it (even rounds) or right after
 it (odd rounds); the table gives the median seconds per epoch and the median of the per-pair ratios.
 """
@@ -21,7 +24,7 @@ import torch
 from torch import Tensor
 
 import lstm_zoo.models.peephole as peephole
-from lstm_zoo.models import PeepholeForecaster, RNNForecaster
+from lstm_zoo.models import MinRNNForecaster, PeepholeForecaster, RNNForecaster, SLSTMForecaster
 
 
 def naive_forward(self, x: Tensor, hx=None):
@@ -76,11 +79,24 @@ def epoch(model: torch.nn.Module, batches: list[tuple[Tensor, Tensor]]) -> float
 ORIGINAL_LOOP = peephole.peephole_loop
 SCRIPTED = (peephole._forward_impl, peephole._backward_impl)
 OPTIONS = ["naive", "hoisted_autograd", "torchscript_autograd", "compile_autograd", "fused_eager", "fused_torchscript",
-           "gru_torch", "gru_fused"]
+           "gru_torch", "gru_fused", "min_gru", "min_gru_parallel", "min_gru_reference", "min_gru_compiled", "min_lstm",
+           "min_lstm_parallel", "min_lstm_compiled", "slstm", "slstm_reference", "slstm_compiled", "slstm_dense"]
+NEW_CELLS = ("min_gru", "min_lstm", "slstm")
 
 
 def build(option: str) -> torch.nn.Module:
     """The 4 x 50 forecaster that runs `option`."""
+    cell = next((c for c in NEW_CELLS if option == c or option.startswith(c + "_")), None)
+    if cell is not None:
+        variant = option[len(cell) + 1 :] or "sequential"
+        mode = "reference" if variant in ("reference", "compiled") else "parallel" if variant == "parallel" \
+            else "sequential"
+        shape = dict(hidden_size=50, num_layers=4, dropout=0.2, window=60, mode=mode)
+        model = SLSTMForecaster(num_heads=1 if variant == "dense" else 2, **shape) if cell == "slstm" \
+            else MinRNNForecaster(cell=cell, **shape)
+        if variant == "compiled":  # inductor fuses the equations' elementwise ops; autograd derives the backward
+            model.forward = torch.compile(model.forward, dynamic=False)
+        return model
     if option.startswith("gru"):
         model = RNNForecaster(cell="gru", hidden_size=50, num_layers=4, dropout=0.2, window=60)
         for layer in model.layers:

@@ -88,3 +88,21 @@ def test_a_failed_interleaved_measurement_is_reported_not_dropped():
     text = benchmark.report(measured)
     assert "bench_cells failed: RuntimeError: boom" in text and "framework / plain loop failed: MemoryError" in text
     assert rows(text)["peephole epoch / stacked epoch"] == ["1.20x", "<= 1.5x", "met"]  # the per-model fallback
+
+
+def test_new_cell_targets_are_judged_on_the_interleaved_rounds_with_the_stretch_goal():
+    measured = results(stacked=1.0, peephole=1.2, job_fit=25, job_rmse=6.0, keras_fit=100, keras_rmse=8.0)
+    measured["models"] += [model("min_gru", 0.9), model("slstm", 1.0)]  # per-model epochs: not what decides
+    measured["cells"] = {"repeats": 3, "batches": 82,
+                         "ratios": {"min_gru": [0.28, 0.31, 0.25], "min_lstm": [0.45, 0.55, 0.6],
+                                    "slstm": [1.4, 1.6, 1.7]}}
+    table = rows(benchmark.report(measured))
+    assert table["min_gru epoch / stacked epoch"] == [
+        "0.28x (median of 3 interleaved rounds: 0.28, 0.31, 0.25)", "<= 0.5x (stretch 0.3x)", "met, stretch met"]
+    assert table["min_lstm epoch / stacked epoch"][1:] == ["<= 0.5x (stretch 0.3x)", "missed, stretch missed"]
+    assert table["slstm epoch / stacked epoch"] == [
+        "1.60x (median of 3 interleaved rounds: 1.40, 1.60, 1.70)", "<= 1.5x", "missed"]
+    del measured["cells"]  # without interleaved rounds: the per-model epochs, and no row for an unmeasured cell
+    table = rows(benchmark.report(measured))
+    assert table["min_gru epoch / stacked epoch"] == ["0.90x", "<= 0.5x (stretch 0.3x)", "missed, stretch missed"]
+    assert "min_lstm epoch / stacked epoch" not in table

@@ -26,7 +26,9 @@ from lstm_zoo.data import StockDataModule
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.pipeline import evaluate, load_forecaster, run
 
-ZOO = ["vanilla", "stacked", "bidirectional", "peephole", "cnn_lstm", "encoder_decoder", "attention", "gru"]
+CELLS = ["stacked", "gru", "min_gru", "min_lstm", "slstm"]  # experiment=lstm_vs_gru: one shape, five cells
+ZOO = ["vanilla", "stacked", "bidirectional", "peephole", "cnn_lstm", "encoder_decoder", "attention", "gru", "min_gru",
+       "min_lstm", "slstm"]
 
 
 def sweep_jobs(experiment: str) -> list[list[str]]:
@@ -50,7 +52,7 @@ def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> su
 
 
 @pytest.mark.parametrize(("experiment", "n_jobs", "models", "n_seeds"),
-                         [("lstm_vs_gru", 10, ["stacked", "gru"], 5), ("zoo", 24, ZOO, 3)])
+                         [("lstm_vs_gru", 25, CELLS, 5), ("zoo", 33, ZOO, 3)])
 def test_experiment_expands_to_every_model_and_seed(experiment: str, n_jobs: int, models: list[str],
                                                    n_seeds: int) -> None:
     jobs = sweep_jobs(experiment)
@@ -61,16 +63,23 @@ def test_experiment_expands_to_every_model_and_seed(experiment: str, n_jobs: int
 
 
 def test_lstm_vs_gru_jobs_differ_only_in_the_cell_and_seed() -> None:
+    """Every job has the stacked model's shape (4 x 50, Dropout 0.2, the same head, init and optimizer) and the
+    same data and trainer; stacked and gru differ only in `cell`, the newer cells also in their own fields."""
     configs = {}
     for job in sweep_jobs("lstm_vs_gru"):
         cfg = OmegaConf.to_container(compose_train(["experiment=lstm_vs_gru", *job], Path("/tmp/x")))
         configs[tuple(job)] = cfg
     reference = configs[("model=stacked", "seed=0")]
+    shape = ("hidden_size", "num_layers", "dropout", "init", "optimizer")
     for (model, seed), cfg in configs.items():
+        name = model.split("=")[1]
         assert cfg["seed"] == int(seed.split("=")[1])
-        assert cfg["model"]["cell"] == ("gru" if model == "model=gru" else "lstm")
-        same = {**cfg, "seed": reference["seed"], "model": {**cfg["model"], "cell": reference["model"]["cell"]}}
-        assert same == reference, f"{model},{seed} differs from stacked seed 0 in more than cell and seed"
+        assert cfg["model"]["cell"] == {"stacked": "lstm"}.get(name, name)
+        assert {k: cfg["model"][k] for k in shape} == {k: reference["model"][k] for k in shape}
+        if name == "gru":
+            assert {**cfg["model"], "cell": "lstm"} == reference["model"]
+        same = {**cfg, "seed": reference["seed"], "model": reference["model"]}
+        assert same == reference, f"{model},{seed} differs from stacked seed 0 outside the model and seed"
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -18,12 +18,15 @@ from lstm_zoo.models import (
     AttentionForecaster,
     CNNLSTMForecaster,
     EncoderDecoderForecaster,
+    MinRNN,
+    MinRNNForecaster,
     PeepholeForecaster,
     PeepholeLSTM,
     RNNForecaster,
+    SLSTMForecaster,
 )
 from lstm_zoo.pipeline import run
-from tests.conftest import CONF
+from tests.conftest import CONF, FAST, compose_train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
@@ -35,9 +38,9 @@ def model_from_config(name: str, **overrides) -> nn.Module:
     return instantiate(cfg, n_features=2, horizon=horizon, window=window, _convert_="all")
 
 
-def test_zoo_has_the_eight_models():
-    assert MODELS == ["attention", "bidirectional", "cnn_lstm", "encoder_decoder", "gru", "peephole", "stacked",
-                      "vanilla"]
+def test_zoo_has_the_eleven_models():
+    assert MODELS == ["attention", "bidirectional", "cnn_lstm", "encoder_decoder", "gru", "min_gru", "min_lstm",
+                      "peephole", "slstm", "stacked", "vanilla"]
 
 
 # --- peephole -------------------------------------------------------------------------------------------------
@@ -341,17 +344,18 @@ def test_every_model_follows_one_init_scheme(name: str):
     frozen = 0
     for layer in recurrent_modules(keras):
         params = dict(layer.named_parameters(recurse=False))
-        hidden = params["weight_hh_l0"].shape[1]
+        hidden = layer.hidden_size
         lstm_like = params["weight_ih_l0"].shape[0] == 4 * hidden
         for pname, p in params.items():
-            if pname.startswith("weight_hh"):
-                torch.testing.assert_close(p.T @ p, torch.eye(hidden), atol=1e-5, rtol=0)
+            if pname.startswith("weight_hh"):  # orthonormal columns, per head for sLSTM's (heads, rows, cols)
+                for block in p.view(-1, *p.shape[-2:]):
+                    torch.testing.assert_close(block.T @ block, torch.eye(block.shape[1]), atol=1e-5, rtol=0)
             if pname.startswith("bias_hh"):
                 assert not p.any() and p.requires_grad == (not lstm_like)
                 frozen += p.numel() * lstm_like
             if pname.startswith("bias_ih"):
                 assert (p[hidden : 2 * hidden] == 1).all() if lstm_like else not p.any()
-    assert recurrent_modules(keras)
+    assert recurrent_modules(keras) or any(isinstance(m, MinRNN) for m in keras.modules())  # min cells: Linear only
     assert all(p.requires_grad for p in default.parameters())
     assert any(m.bias.any() for m in default.modules() if isinstance(m, nn.Linear) and m.bias is not None)
     assert keras.num_parameters == default.num_parameters - frozen
@@ -382,7 +386,23 @@ def test_every_model_trains_and_tests_through_the_pipeline(fast_cfg, tmp_path, n
     assert any(t.startswith("peephole/") for t in tags["histograms"]) == (name == "peephole")
 
 
+@pytest.mark.parametrize("name", ["min_gru", "min_lstm", "slstm"])
+def test_new_cells_resume_from_a_checkpoint_to_identical_results(prices_csv, tmp_path, name: str):
+    """Two epochs in one go equal one epoch, then a resumed second one (their custom autograd functions included)."""
+    def train(folder: str, *extra: str) -> dict:
+        return run(compose_train(["data=csv", f"data.path={prices_csv}", *FAST, f"model={name}", *extra],
+                                 tmp_path / folder))
+
+    straight = train("straight", "trainer.max_epochs=2")
+    train("first", "trainer.max_epochs=1")
+    resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first'}")
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    test_metrics = {k: v for k, v in straight.items() if k.startswith("test/")}
+    assert test_metrics and {k: resumed[k] for k in test_metrics} == test_metrics  # bit-identical
+
+
 def test_every_model_class_is_used_by_a_config():
     targets = {OmegaConf.load(CONF / "model" / f"{name}.yaml")._target_.rsplit(".", 1)[-1] for name in MODELS}
     assert targets == {c.__name__ for c in (RNNForecaster, PeepholeForecaster, CNNLSTMForecaster,
-                                             EncoderDecoderForecaster, AttentionForecaster)}
+                                             EncoderDecoderForecaster, AttentionForecaster, MinRNNForecaster,
+                                             SLSTMForecaster)}

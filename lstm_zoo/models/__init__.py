@@ -4,12 +4,12 @@ from lstm_zoo.models.attention import Attention, AttentionForecaster
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.cnn_lstm import CNNLSTMForecaster
 from lstm_zoo.models.gru import FusedGRU
-from lstm_zoo.models.min_rnn import MinGRU, MinLSTM, MinRNNForecaster
+from lstm_zoo.models.min_rnn import MinGRU, MinLSTM, MinRNN, MinRNNForecaster
 from lstm_zoo.models.peephole import PeepholeForecaster, PeepholeLSTM
 from lstm_zoo.models.rnn import RNNForecaster
 from lstm_zoo.models.seq2seq import EncoderDecoderForecaster
 from lstm_zoo.models.slstm import SLSTM, SLSTMForecaster
 
 __all__ = ["Attention", "AttentionForecaster", "CNNLSTMForecaster", "EncoderDecoderForecaster", "Forecaster",
-           "FusedGRU", "MinGRU", "MinLSTM", "MinRNNForecaster", "PeepholeForecaster", "PeepholeLSTM", "RNNForecaster",
-           "SLSTM", "SLSTMForecaster"]
+           "FusedGRU", "MinGRU", "MinLSTM", "MinRNN", "MinRNNForecaster", "PeepholeForecaster", "PeepholeLSTM",
+           "RNNForecaster", "SLSTM", "SLSTMForecaster"]

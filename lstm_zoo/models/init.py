@@ -2,12 +2,14 @@
 
 `keras` builds each layer as the tutorial's Keras model would:
 - recurrent layers (every module with `weight_ih_l*` / `weight_hh_l*` parameters: nn.LSTM, nn.GRU, FusedGRU,
-  PeepholeLSTM): Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases; for the 4-gate
+  PeepholeLSTM, SLSTM): Glorot-uniform input kernels, orthogonal recurrent kernels (per head for SLSTM's
+  block-diagonal kernel, shaped (heads, 4 * head size, head size)), zero biases; for the 4-gate
   (LSTM-type) layers a forget-gate bias of 1 (`unit_forget_bias`) and ONE bias per gate: torch's second bias
   vector `bias_hh*` has the same gradient as `bias_ih*`, so under RMSprop the pair would move twice as far per
   step as Keras' single bias; it is zeroed and frozen (`requires_grad=False`), leaving Keras' parameter count.
   GRU layers keep both biases: Keras' GRU (`reset_after=True`) has an input and a recurrent bias too.
-- `nn.Linear` and `nn.Conv1d` (heads, attention scores, convolutions): Glorot-uniform weights, zero biases.
+- `nn.Linear` and `nn.Conv1d` (heads, attention scores, convolutions, the input projections of MinGRU and
+  MinLSTM): Glorot-uniform weights, zero biases.
 - parameters of other shapes (peephole weights) keep their module's own initialization.
 `torch` leaves torch's defaults (uniform in +-1/sqrt(fan), two trainable LSTM biases) untouched.
 """
@@ -27,12 +29,13 @@ def check_init(scheme: str) -> None:
 def _init_recurrent(layer: nn.Module) -> None:
     """Keras' recurrent defaults on one multi-layer recurrent module (parameter names as in nn.LSTM)."""
     weights = dict(layer.named_parameters(recurse=False))
-    gates = weights["weight_ih_l0"].shape[0] // weights["weight_hh_l0"].shape[1]  # 4: LSTM-type, 3: GRU
+    gates = weights["weight_ih_l0"].shape[0] // layer.hidden_size  # 4: LSTM-type (sLSTM too), 3: GRU
     for name, param in weights.items():
         if name.startswith("weight_ih"):  # (gates * H, inputs), Keras' (inputs, gates * H) kernel transposed
             nn.init.xavier_uniform_(param)
-        elif name.startswith("weight_hh"):
-            nn.init.orthogonal_(param)
+        elif name.startswith("weight_hh"):  # each block of a block-diagonal (heads, rows, columns) kernel
+            for block in param.data.view(-1, *param.shape[-2:]):
+                nn.init.orthogonal_(block)
         elif name.startswith("bias"):
             nn.init.zeros_(param)
             if gates == 4 and name.startswith("bias_ih"):

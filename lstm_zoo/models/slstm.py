@@ -8,16 +8,16 @@ i~, f~, z~, o~ = W x(t) + R h(t-1) + b and R block-diagonal over `num_heads` hea
     m(t) = max(log f + m(t-1), i~)        i' = exp(i~ - m(t))          f' = exp(log f + m(t-1) - m(t))
 
 with log f = logsigmoid(f~) (NX-AI's default) or f~ (`forget_gate=exp`). The stabilizer m cancels in c / n. The
-`reference` mode runs exactly these equations through autograd. The `sequential` mode (default) picks the
+`reference` mode runs exactly these equations through autograd. The `sequential` mode (default) takes the
 stabilizer m(t) = log n(t), the log normalizer: then n = 1, c = c / n =: h~, f' = 1 - w and i' = w with
 
     w(t) = sigmoid(i~ - log f - m(t-1)),   m(t) = logaddexp(i~, log f + m(t-1)),   h~(t) = lerp(h~(t-1), tanh(z~), w)
 
-and h(t) = sigmoid(o~) h~(t): the same outputs with 10 ops per forward step, in a custom autograd function whose
-loops are TorchScript and whose backward is hand-written (9 ops per step; every factor that needs no recurrence
-is computed for all steps at once). A fresh state is h = c = n = 0 and m = -inf: the first step then has
-m(1) = i~, as NX-AI's `n == 0` rule. The state is (h, c, n, m), defined up to the stabilizer's scale: the
-sequential mode returns (h, h~, 1, log n), the reference mode its own c, n and m, with equal c e^m and n e^m.
+and h(t) = sigmoid(o~) h~(t): the same outputs and gradients (tested to 1e-10 in float64) with fewer ops per
+step, in a custom autograd function whose loops are TorchScript and whose backward is hand-written. A fresh
+state is h = c = n = 0 and m = -inf, so the first step has m(1) = i~ as NX-AI's `n == 0` rule; a given state row
+with n = 0 starts fresh. States are (h, c, n, m) up to the stabilizer's scale (c e^m and n e^m are what count):
+the sequential mode returns (h, h~, 1, log n), the reference mode the paper's c, n and m.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def check_slstm_fields(hidden_size: int, num_heads: int, mode: str, forget_gate:
 class SLSTMForecaster(RNNForecaster):
     """The stacked model with sLSTM layers: Dropout after each, a linear head on the last step."""
 
-    def __init__(self, cell: Literal["slstm"] = "slstm", num_heads: int = 5,
+    def __init__(self, cell: Literal["slstm"] = "slstm", num_heads: int = 2,
                  mode: Literal["sequential", "reference"] = "sequential",
                  forget_gate: Literal["sigmoid", "exp"] = "sigmoid", **kwargs) -> None:
         if cell != "slstm" or kwargs.get("bidirectional"):

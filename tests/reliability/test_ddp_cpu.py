@@ -19,9 +19,10 @@ DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.m
 
 
 @pytest.mark.slow
-def test_ddp_run_writes_one_folder_and_tests_the_whole_test_set(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["stacked", "min_lstm", "slstm"])  # nn.LSTM, and custom autograd functions
+def test_ddp_run_writes_one_folder_and_tests_the_whole_test_set(tmp_path: Path, model: str) -> None:
     csv = write_prices_csv(tmp_path / "p.csv")
-    result = train_cli([*DDP, "data=csv", f"data.path={csv}", *TINY], tmp_path, timeout=300)
+    result = train_cli([*DDP, f"model={model}", "data=csv", f"data.path={csv}", *TINY], tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 1, runs  # rank 1 ran inside rank 0's folder, not a second one
