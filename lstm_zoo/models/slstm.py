@@ -23,6 +23,7 @@ the sequential mode returns (h, h~, 1, log n), the reference mode the paper's c,
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -122,6 +123,19 @@ def _fused_backward(d_out: Tensor, d_ht: Tensor, d_ell: Tensor, r: Tensor, cells
 _forward_impl, _backward_impl = script_or_eager(_fused_forward, _fused_backward, name="sLSTM")
 
 
+@contextmanager
+def single_threaded():
+    """One intra-op thread for the per-step ops: bmm and logsigmoid split even (5, 10, 32) tensors over threads
+    (4.5 against 2.9 us a call at 2 threads here), and on a busy machine each split can wait milliseconds for the
+    other thread. The same median epoch, fewer stalls (ratio of summed step times to stacked's 1.02 against 1.18)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class SLSTMFunction(torch.autograd.Function):
     """The sequential mode: xw (T, 4H, B) and r (K, 4 * hd, hd) in `_fused_forward`'s layout, h0, h~0, m0
     (K, hd, B) -> h (T, K, hd, B), h~(T) and m(T) (K, hd, B)."""
@@ -129,8 +143,9 @@ class SLSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw: Tensor, r: Tensor, h0: Tensor, ht0: Tensor, ell0: Tensor,
                 exp_forget: bool) -> tuple[Tensor, Tensor, Tensor]:
-        outputs, cells, acts, ell = _forward_impl(xw.contiguous(), r.contiguous(), h0.contiguous(),
-                                                  ht0.contiguous(), ell0.contiguous(), exp_forget)
+        with single_threaded():
+            outputs, cells, acts, ell = _forward_impl(xw.contiguous(), r.contiguous(), h0.contiguous(),
+                                                      ht0.contiguous(), ell0.contiguous(), exp_forget)
         ctx.exp_forget = exp_forget
         ctx.save_for_backward(r, outputs, cells, acts)
         return outputs[1:], cells[-1], ell
@@ -139,8 +154,9 @@ class SLSTMFunction(torch.autograd.Function):
     @once_differentiable  # the backward is not itself differentiable; first-order grads also under create_graph
     def backward(ctx, d_out: Tensor, d_ht: Tensor, d_ell: Tensor):
         r, outputs, cells, acts = ctx.saved_tensors
-        d_gates, d_h0, d_ht0, d_ell0 = _backward_impl(d_out.contiguous(), d_ht.contiguous(), d_ell.contiguous(), r,
-                                                      cells, acts, ctx.exp_forget)
+        with single_threaded():
+            d_gates, d_h0, d_ht0, d_ell0 = _backward_impl(d_out.contiguous(), d_ht.contiguous(), d_ell.contiguous(),
+                                                          r, cells, acts, ctx.exp_forget)
         n_steps, heads, head, batch = acts.shape[0], acts.shape[1], acts.shape[3], acts.shape[4]
         # each step's gates saw h(t-1): one batched product over steps and heads, summed over steps
         d_r = torch.bmm(d_gates.view(n_steps * heads, 4 * head, batch),

@@ -40,6 +40,8 @@ def test_added_misspelled_key_fails_before_training(fast_cfg, tmp_path: Path) ->
     ("data.window=0", r"data\.window=0 is out of range: it must be an integer >= 1"),
     ("data.horizon=-1", r"data\.horizon=-1 is out of range: it must be an integer >= 1"),
     ("model.dropout=1.0", r"model\.dropout=1\.0 is out of range: it must be in \[0, 1\)"),
+    ("model.hidden_size=0", r"model\.hidden_size=0 is out of range: it must be an integer >= 1"),
+    ("model.num_layers=-2", r"model\.num_layers=-2 is out of range: it must be an integer >= 1"),
     ("model.dropout=-0.1", r"model\.dropout=-0\.1 is out of range: it must be in \[0, 1\)"),
     ("model.optimizer.lr=0", r"model\.optimizer\.lr=0 is out of range: it must be > 0"),
     ("model.optimizer.lr=-1e-3", r"model\.optimizer\.lr=-0\.001 is out of range: it must be > 0"),
