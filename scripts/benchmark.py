@@ -125,7 +125,7 @@ def plain_epoch(net, optimizer, dm, device: str) -> float:
     start = time.perf_counter()
     net.train()
     for idx in torch.randperm(len(train)).split(dm.batch_size):
-        x, y, _ = train[idx]
+        x, y = train[idx][:2]
         loss = loss_fn(net(x.to(device)), y.to(device))
         optimizer.zero_grad()
         loss.backward()
@@ -133,7 +133,7 @@ def plain_epoch(net, optimizer, dm, device: str) -> float:
     net.eval()
     with torch.no_grad():
         for idx in torch.arange(len(val)).split(dm.batch_size):
-            x, y, _ = val[idx]
+            x, y = val[idx][:2]
             loss_fn(net(x.to(device)), y.to(device)).item()
     sync(device)
     return time.perf_counter() - start

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -30,15 +33,32 @@ def make_windows(series: Tensor, target: Tensor, window: int, horizon: int) -> t
     return x, y
 
 
-class WindowDataset(Dataset):
-    """Windows held as tensor views; indexed with a whole batch of indices at once (no per-sample loop)."""
+class Batch(NamedTuple):
+    """A batch of windows; fields by name, so adding one breaks no caller."""
 
-    def __init__(self, x: Tensor, y: Tensor, last: Tensor) -> None:
+    x: Tensor  # (B, window, features) scaled inputs
+    y: Tensor  # (B, horizon) targets in model units (see StockDataModule)
+    last: Tensor  # (B,) the last known target price
+    ticker: Tensor  # (B,) int64 index into the data module's `tickers`: which series each window belongs to
+
+
+class WindowDataset(Dataset):
+    """Windows held as tensors (views of one series for a single ticker); indexed with a whole batch at once."""
+
+    def __init__(self, x: Tensor, y: Tensor, last: Tensor, ticker: Tensor | None = None) -> None:
         self.x, self.y, self.last = x, y, last
+        self.ticker = ticker if ticker is not None else torch.zeros(len(x), dtype=torch.long, device=x.device)
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        return self.x[index], self.y[index], self.last[index]
+    def __getitem__(self, index: list[int]) -> Batch:
+        return Batch(self.x[index], self.y[index], self.last[index], self.ticker[index])
 
+    @classmethod
+    def concat(cls, parts: list[WindowDataset]) -> WindowDataset:
+        """The windows of several tickers one after the other (one part stays a view: no copy)."""
+        if len(parts) == 1:
+            return parts[0]
+        fields = ("x", "y", "last", "ticker")
+        return cls(*(torch.cat([getattr(part, name) for part in parts]) for name in fields))

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
+from lstm_zoo.data.windows import Batch
 from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
 from lstm_zoo.optim import KerasRMSprop
 
@@ -44,7 +45,7 @@ class Forecaster(L.LightningModule):
         # persistence on the same validation days: val/rmse below it means skill, comparable across target_transform
         self.val_persistence_rmse = MeanSquaredError(squared=False)
         self.test_results: dict[str, Tensor] = {}
-        self._test_batches: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._test_batches: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define forward: (B, window, features) -> (B, horizon)")
@@ -57,8 +58,8 @@ class Forecaster(L.LightningModule):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y, _ = batch
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        x, y = batch.x, batch.y
         loss = self.loss_fn(self.training_forward(x, y), y)
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -75,13 +76,13 @@ class Forecaster(L.LightningModule):
         self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True, sync_dist=True)
         self.train_loss.reset()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        x, y, last = batch
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y, last = batch.x, batch.y, batch.last
         y_hat = self(x)
         self.val_loss.update(self.loss_fn(y_hat, y), len(x))
         to_price = self.trainer.datamodule.to_price
-        actual = to_price(y, last)
-        self.val_metrics.update(to_price(y_hat, last), actual)
+        actual = to_price(y, last, batch.ticker)
+        self.val_metrics.update(to_price(y_hat, last, batch.ticker), actual)
         self.val_persistence_rmse.update(persistence_forecast(last, actual.shape[1]), actual)
 
     def on_validation_epoch_end(self) -> None:  # compute() syncs over DDP ranks; sync_dist averages equal values
@@ -91,22 +92,23 @@ class Forecaster(L.LightningModule):
         for metric in (self.val_loss, self.val_metrics, self.val_persistence_rmse):
             metric.reset()
 
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        x, y, last = batch
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y, last = batch.x, batch.y, batch.last
         y_hat = self(x)
         self.log("test/loss", self.loss_fn(y_hat, y), batch_size=len(x), sync_dist=True)
         to_price = self.trainer.datamodule.to_price
-        self._test_batches.append((to_price(y_hat, last), to_price(y, last), last))
+        self._test_batches.append((to_price(y_hat, last, batch.ticker), to_price(y, last, batch.ticker), last,
+                                   batch.ticker))
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
 
     def on_test_epoch_end(self) -> None:
         """Metrics in price units for the model and for persistence, over the whole test period at once."""
-        pred, actual, last = (torch.cat(parts) for parts in zip(*self._test_batches))
+        pred, actual, last, ticker = (torch.cat(parts) for parts in zip(*self._test_batches))
         self._test_batches.clear()
         persistence = persistence_forecast(last, actual.shape[1])
-        self.test_results = {"pred": pred, "actual": actual, "persistence": persistence}
+        self.test_results = {"pred": pred, "actual": actual, "persistence": persistence, "ticker": ticker}
         for prefix, forecast in (("test/", pred), ("test/persistence_", persistence)):
             for key, value in forecast_metrics(forecast, actual).items():
                 self.log(prefix + key, value)
