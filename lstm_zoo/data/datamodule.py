@@ -61,8 +61,9 @@ class StockDataModule(L.LightningDataModule):
         for field, value, low in (("window", window, 1), ("horizon", horizon, 1), ("batch_size", batch_size, 1)):
             if int(value) < low:
                 raise DataError(f"data.{field}={value} is out of range: it must be an integer >= {low}.")
-        if not 0.0 < val_fraction < 1.0:
-            raise DataError(f"data.val_fraction={val_fraction} is out of range: it must be in (0, 1).")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"data.val_fraction={val_fraction} is out of range: it must be in [0, 1) "
+                            "(0: no validation set, train on every training window).")
         if not features:
             raise DataError("data.features is empty: list at least one column, e.g. data.features=[High].")
         if target_transform not in TARGET_TRANSFORMS:
@@ -174,20 +175,22 @@ class StockDataModule(L.LightningDataModule):
             fix += f", or drop {name} from data.tickers." if len(frames) > 1 else "."
             train, history = self._rows(frame, where, fix)
             self._fit(name, train, where)
-            x, y, last, dates = self._windows(name, train)
-            if len(x) < 2:
-                raise DataError(f"{where}: the training period gives {len(x)} window(s); at least 2 are needed (one "
-                                f"to train, one to validate). Fix: a smaller data.window or more data.")
-            n_val = min(max(round(len(x) * self.val_fraction), 1), len(x) - 1)
-            cut = len(x) - n_val  # validation = the last windows of the ticker's training period, chronologically
-            test_x, test_y, test_last, test_dates = self._windows(name, history)
-            for stage, rows, part in (("train", slice(None, cut), (x, y, last, dates)),
-                                      ("val", slice(cut, None), (x, y, last, dates)),
-                                      ("test", slice(None), (test_x, test_y, test_last, test_dates))):
-                tensors, when = [t[rows] for t in part[:3]], part[3].iloc[rows]
+            windows, dates = self._windows(name, train)
+            n_train, needed = len(dates), 2 if self.val_fraction > 0 else 1
+            if n_train < needed:
+                raise DataError(f"{where}: the training period gives {n_train} window(s); at least {needed} are "
+                                f"needed (one to train{', one to validate' if needed == 2 else ''}). Fix: a smaller "
+                                "data.window or more data.")
+            n_val = min(max(round(n_train * self.val_fraction), 1), n_train - 1) if self.val_fraction > 0 else 0
+            cut = n_train - n_val  # validation = the last windows of the ticker's training period, chronologically
+            test_windows, test_dates = self._windows(name, history)
+            for stage, rows, (tensors, when) in (("train", slice(None, cut), (windows, dates)),
+                                                 ("val", slice(cut, None), (windows, dates)),
+                                                 ("test", slice(None), (test_windows, test_dates))):
+                tensors = [t[rows] for t in tensors]
                 ticker = torch.full((len(tensors[0]),), i, dtype=torch.long, device=tensors[0].device)
                 parts[stage].append(WindowDataset(*tensors, ticker))
-                index[stage].append(when.assign(ticker=name))
+                index[stage].append(when.iloc[rows].assign(ticker=name))
         self._cache_scaling()
         self.datasets = {stage: WindowDataset.concat(p) for stage, p in parts.items()}
         self.windows = {stage: pd.concat(frames, ignore_index=True)[["ticker", "date", "end"]]
@@ -229,27 +232,35 @@ class StockDataModule(L.LightningDataModule):
             self.scalers[name] = MinMaxScaler().fit(train[self.columns].to_numpy())  # train only: no test leakage
         if name not in self.change_scales and self.target_transform != "level":
             prices = train[self.target].to_numpy()
-            self.change_scales[name] = float(np.std(self._change(prices[1:], prices[:-1], where)))
+            changes = self._change(prices[1:], prices[:-1], where)
+            self.change_scales[name] = float(np.std(changes))
+            if not self.change_scales[name] > 1e-9 * np.abs(changes).max():  # 0 up to rounding: constant changes
+                raise DataError(f"{where}: every one-day change of {self.target} over the training period is the "
+                                f"same, so data.target_transform={self.target_transform} has no change scale (its "
+                                "standard deviation is 0). Fix: data.target_transform=level, or a training period "
+                                "whose prices move.")
 
     def _change(self, future: np.ndarray, last: np.ndarray, where: str | None = None) -> np.ndarray:
         return target_change(future, last, self.target_transform, self.target, where or self.source)
 
-    def _windows(self, name: str, part: pd.DataFrame) -> tuple[Tensor, Tensor, Tensor, pd.DataFrame]:
-        """All windows of one ticker's consecutive rows `part`; dates: each window's first and last target day."""
+    def _windows(self, name: str, part: pd.DataFrame) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], pd.DataFrame]:
+        """(x, y, last, actual) of every window of one ticker's consecutive rows `part` (see `Batch`), and each
+        window's first and last target day."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         scaled = torch.as_tensor(self.scalers[name].transform(part[self.columns].to_numpy()), dtype=torch.float32)
         scaled = scaled.to(device)  # whole series on the device once: no per-batch host-to-device copies
         prices = part[self.target].to_numpy()
-        target = torch.tensor(prices, dtype=torch.float32, device=device)
+        target = torch.tensor(prices, dtype=torch.float64, device=device)  # exact prices for metrics
         x, y = make_windows(scaled[:, : self.n_features], scaled[:, self.target_index], self.window, self.horizon)
         last = target[self.window - 1 : self.window - 1 + len(x)]
+        actual = target[self.window :].unfold(0, self.horizon, 1)[: len(x)]  # (N, H) view
         if self.target_transform != "level":  # y[i, k] = change from the window's last day to its k+1-th target
             future = np.lib.stride_tricks.sliding_window_view(prices[self.window :], self.horizon)[: len(x)]
             change = self._change(future, prices[self.window - 1 : self.window - 1 + len(x), None])
             y = torch.tensor(change / self.change_scales[name], dtype=torch.float32, device=device)  # float64 math
         first = self.window + np.arange(len(x))
         dates = pd.DataFrame({"date": part.index[first], "end": part.index[first + self.horizon - 1]})
-        return x, y, last, dates
+        return (x, y, last, actual), dates
 
     def _cache_scaling(self) -> None:
         """Per-ticker target scaling as float64 tensors (in `tickers` order), gathered by `to_price`."""
@@ -277,10 +288,11 @@ class StockDataModule(L.LightningDataModule):
     def to_price(self, y: Tensor, last: Tensor, ticker: Tensor | None = None) -> Tensor:
         """Model outputs (B, H) in scaled units -> prices (B, H); `last` (B,) anchors change-based targets and
         `ticker` (B,) picks each window's scaling (default: the first ticker)."""
+        y = y.double()  # prices in float64, like the true ones they are compared with
         index = ticker if ticker is not None else torch.zeros(len(y), dtype=torch.long, device=y.device)
 
-        def per_window(name: str) -> Tensor:  # (B, 1), in y's dtype: float32 math stays float32
-            return self._scaling[name].to(device=y.device, dtype=y.dtype)[index].unsqueeze(1)
+        def per_window(name: str) -> Tensor:  # (B, 1), float64
+            return self._scaling[name].to(device=y.device)[index].unsqueeze(1)
 
         if self.target_transform == "level":
             return (y - per_window("offset")) / per_window("scale")

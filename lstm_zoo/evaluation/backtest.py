@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
 from lstm_zoo.evaluation.ensemble import predictions_metrics  # noqa: E402
 from lstm_zoo.evaluation.leaderboard import compare, group_label, markdown, read_sweep  # noqa: E402
-from lstm_zoo.evaluation.metrics import diebold_mariano  # noqa: E402
+from lstm_zoo.evaluation.metrics import diebold_mariano, format_pvalue  # noqa: E402
 from lstm_zoo.evaluation.pooling import pool_folds, pooled_metrics, relative_losses, squared_errors  # noqa: E402
 
 PERSISTENCE = "persistence"
@@ -151,10 +151,6 @@ def pm(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" if std is None or pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def pvalue(value: float) -> str:
-    return "n/a" if value is None or pd.isna(value) else "< 1e-300" if value == 0 else f"{value:.2g}"
-
-
 def verdict(tables: dict, sizes: tuple[float, ...], bootstrap: Bootstrap) -> list[str]:
     """The MCS membership and the SPA result in words."""
     mcs, configs = tables["mcs"], [c for c in tables["mcs"].index if c != PERSISTENCE]
@@ -170,7 +166,7 @@ def verdict(tables: dict, sizes: tuple[float, ...], bootstrap: Bootstrap) -> lis
     decision = ("rejected at 5%: at least one configuration beats persistence" if spa < 0.05 else
                 "not rejected at 5%: no configuration is shown to beat persistence")
     lines.append(f"SPA test (Hansen 2005, consistent p-value; same bootstrap) of 'no configuration beats persistence' "
-                 f"over the {len(configs)} configuration(s) tried: p = {pvalue(spa)}, {decision}.")
+                 f"over the {len(configs)} configuration(s) tried: p = {format_pvalue(spa)}, {decision}.")
     return lines
 
 
@@ -185,7 +181,7 @@ def shown_tables(tables: dict, sizes: tuple[float, ...]) -> dict[str, pd.DataFra
     pooled["MAPE %"] = [pm(m, s) for m, s in zip(table.get("mape_mean"), table.get("mape_std"))]
     pooled["dir. acc."] = [pm(m, s) for m, s in zip(table.get("directional_accuracy_mean"),
                                                     table.get("directional_accuracy_std"))]
-    pooled["DM p (seed-mean loss)"] = [pvalue(v) for v in table["dm_p"]]
+    pooled["DM p (seed-mean loss)"] = [format_pvalue(v) for v in table["dm_p"]]
     pooled["MCS p"] = [f"{v:.3f}" for v in table["mcs_p"]]
     for size in sizes:
         pooled[f"in MCS {size:.0%}"] = ["yes" if v else "no" for v in table[f"in_mcs_{size:g}"]]
@@ -204,7 +200,7 @@ def shown_tables(tables: dict, sizes: tuple[float, ...]) -> dict[str, pd.DataFra
                       ("directional_accuracy", "dir. acc.")):
         per_ticker[name] = [pm(m, s) for m, s in zip(tickers[f"{key}_mean"], tickers[f"{key}_std"])]
     per_ticker["persistence RMSE"] = [f"{v:.3f}" for v in tickers["persistence_rmse"]]
-    per_ticker["DM p (seed-mean loss)"] = [pvalue(v) for v in tickers["dm_p"]]
+    per_ticker["DM p (seed-mean loss)"] = [format_pvalue(v) for v in tickers["dm_p"]]
     return {"pooled": pooled, "per_fold": per_fold, "per_ticker": per_ticker}
 
 

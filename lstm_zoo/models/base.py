@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
 import torch
@@ -12,6 +13,7 @@ from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, Metric
 
 from lstm_zoo.data.windows import Batch
 from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
+from lstm_zoo.models.init import check_init
 from lstm_zoo.optim import KerasRMSprop
 
 
@@ -24,12 +26,16 @@ class Forecaster(L.LightningModule):
         n_features, horizon, window: the data layout, passed in by the pipeline from the data module.
         optimizer: a partial optimizer (`_partial_: true` in conf/optimizer), completed with the parameters.
         scheduler: an optional partial LR scheduler, stepped on `val/loss`.
+        init: the weight initialization of every layer, `keras` or `torch` (see lstm_zoo.models.init); each
+            subclass applies it with `init_weights(self, self.hparams.init)` once its layers exist.
     """
 
     def __init__(self, n_features: int = 1, horizon: int = 1, window: int = 60,
                  optimizer: Callable[..., Optimizer] | None = None,
-                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None) -> None:
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+                 init: Literal["keras", "torch"] = "keras") -> None:
         super().__init__()
+        check_init(init)
         # plain numbers only in hparams (no partials): checkpoints then load with weights_only=True
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -45,6 +51,7 @@ class Forecaster(L.LightningModule):
         # persistence on the same validation days: val/rmse below it means skill, comparable across target_transform
         self.val_persistence_rmse = MeanSquaredError(squared=False)
         self.test_results: dict[str, Tensor] = {}
+        self.test_metrics: dict[str, float] = {}  # float64 from computation to metrics.json (self.log is float32)
         self._test_batches: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
@@ -56,7 +63,8 @@ class Forecaster(L.LightningModule):
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Trainable parameters (Keras init freezes nn.LSTM's duplicate bias: it is not a parameter in Keras)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch.x, batch.y
@@ -77,13 +85,12 @@ class Forecaster(L.LightningModule):
         self.train_loss.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        x, y, last = batch.x, batch.y, batch.last
-        y_hat = self(x)
-        self.val_loss.update(self.loss_fn(y_hat, y), len(x))
-        to_price = self.trainer.datamodule.to_price
-        actual = to_price(y, last, batch.ticker)
-        self.val_metrics.update(to_price(y_hat, last, batch.ticker), actual)
-        self.val_persistence_rmse.update(persistence_forecast(last, actual.shape[1]), actual)
+        y_hat = self(batch.x)
+        self.val_loss.update(self.loss_fn(y_hat, batch.y), len(y_hat))
+        pred = self.trainer.datamodule.to_price(y_hat, batch.last, batch.ticker).float()
+        actual = batch.actual.float()
+        self.val_metrics.update(pred, actual)
+        self.val_persistence_rmse.update(persistence_forecast(batch.last, actual.shape[1]).float(), actual)
 
     def on_validation_epoch_end(self) -> None:  # compute() syncs over DDP ranks; sync_dist averages equal values
         self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
@@ -93,12 +100,11 @@ class Forecaster(L.LightningModule):
             metric.reset()
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        x, y, last = batch.x, batch.y, batch.last
-        y_hat = self(x)
-        self.log("test/loss", self.loss_fn(y_hat, y), batch_size=len(x), sync_dist=True)
-        to_price = self.trainer.datamodule.to_price
-        self._test_batches.append((to_price(y_hat, last, batch.ticker), to_price(y, last, batch.ticker), last,
-                                   batch.ticker))
+        y_hat = self(batch.x)
+        self.log("test/loss", self.loss_fn(y_hat, batch.y), batch_size=len(y_hat), sync_dist=True)
+        # float64 prices: the true ones from the data, not a float32 round trip through the scaler
+        self._test_batches.append((self.trainer.datamodule.to_price(y_hat, batch.last, batch.ticker), batch.actual,
+                                   batch.last, batch.ticker))
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
@@ -109,11 +115,11 @@ class Forecaster(L.LightningModule):
         self._test_batches.clear()
         persistence = persistence_forecast(last, actual.shape[1])
         self.test_results = {"pred": pred, "actual": actual, "persistence": persistence, "ticker": ticker}
-        for prefix, forecast in (("test/", pred), ("test/persistence_", persistence)):
-            for key, value in forecast_metrics(forecast, actual).items():
-                self.log(prefix + key, value)
-        for key, value in compare_with_persistence(pred, actual, last).items():  # skill, direction, Diebold-Mariano
-            self.log("test/" + key, value)
+        metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
+        metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
+        metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})
+        self.test_metrics = metrics  # skill, direction, Diebold-Mariano included; float64 Python floats
+        self.log_dict(metrics)  # progress bar and TensorBoard (float32 there)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the class as an import path (a plain string): eval.py rebuilds the model from the checkpoint alone
@@ -121,7 +127,7 @@ class Forecaster(L.LightningModule):
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or KerasRMSprop
-        optimizer = factory(self.parameters())
+        optimizer = factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
