@@ -225,9 +225,9 @@ def test_changing_only_fold_ks_test_prices_leaves_fold_ks_training_bit_identical
     assert list(predictions["ticker"].unique()) == ["AAA", "BBB"]
     for name, part in predictions.groupby("ticker"):
         rmse = float(np.sqrt(((part["predicted"] - part["actual"]) ** 2).mean()))
-        assert saved[f"test/{name}/rmse"] == pytest.approx(rmse, rel=1e-6)  # the CSV holds float32 prices
+        assert saved[f"test/{name}/rmse"] == pytest.approx(rmse, rel=1e-12)
         persistence = float(np.sqrt(((part["persistence"] - part["actual"]) ** 2).mean()))
-        assert saved[f"test/{name}/skill"] == pytest.approx(1 - rmse / persistence, abs=1e-6)
+        assert saved[f"test/{name}/skill"] == pytest.approx(1 - rmse / persistence, rel=1e-12)
     for key in ("rel_mse", "skill", "dm_pvalue", "directional_accuracy"):
         assert np.isfinite(saved[f"test/pooled/{key}"])
     assert (runs[0] / "forecast.png").stat().st_size > 10_000

@@ -137,7 +137,9 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
             for key in ("rmse", "mae", "mape", "skill", "directional_accuracy"):
                 row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[f"test/{key}"] for m in metrics])
             per_ticker.append(row)
+    first = next(iter(next(iter(forecasts.values())).values()))
     persistence = {"config": PERSISTENCE, "days": len(daily), "rel_mse_mean": 1.0, "skill_mean": 0.0,
+                   "mape_mean": pooled_metrics(first)["persistence_mape"],
                    "mcs_p": mcs[PERSISTENCE], **{f"in_mcs_{size:g}": bool(mcs[PERSISTENCE] >= size) for size in sizes}}
     pooled_table = pd.DataFrame([*pooled, persistence]).set_index("config").sort_values("rel_mse_mean")
     return {"pooled": pooled_table, "per_fold": pd.DataFrame(per_fold),
@@ -170,8 +172,8 @@ def verdict(tables: dict, sizes: tuple[float, ...], bootstrap: Bootstrap) -> lis
     return lines
 
 
-def shown_tables(tables: dict, sizes: tuple[float, ...]) -> dict[str, pd.DataFrame]:
-    """Display strings of the three tables."""
+def shown_tables(tables: dict, sizes: tuple[float, ...], name: str) -> dict[str, pd.DataFrame]:
+    """Display strings of the three tables; `name` heads the configuration column."""
     table = tables["pooled"]
     pooled = pd.DataFrame(index=table.index)
     for column in ("seeds", "folds", "tickers", "days"):
@@ -194,7 +196,7 @@ def shown_tables(tables: dict, sizes: tuple[float, ...]) -> dict[str, pd.DataFra
     per_fold = per_fold.loc[[c for c in table.index if c in per_fold.index]].fillna("n/a")
 
     tickers = tables["per_ticker"]
-    per_ticker = pd.DataFrame({"config": tickers["config"].to_numpy(), "seeds": tickers["seeds"].to_numpy()},
+    per_ticker = pd.DataFrame({name: tickers["config"].to_numpy(), "seeds": tickers["seeds"].to_numpy()},
                               index=tickers["ticker"].to_numpy())
     for key, name in (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("skill", "skill"),
                       ("directional_accuracy", "dir. acc.")):
@@ -231,9 +233,9 @@ def compare_backtest(sweep: Path, by: list[str], bootstrap: Bootstrap | None = N
     if not forecasts:
         raise SystemExit(f"{sweep}: no completed run with predictions.csv. Fix: pass a sweep of finished runs.")
     tables = backtest_tables(forecasts, bootstrap, sizes)
-    shown = shown_tables(tables, sizes)
-    failed = runs.loc[~runs["completed"], ["run", "status"]]
     name = " / ".join(by)
+    shown = shown_tables(tables, sizes, name)
+    failed = runs.loc[~runs["completed"], ["run", "status"]]
     text = ["## Pooled over folds and tickers (scale-free)", "", markdown(shown["pooled"], name), "",
             "rel. MSE: the mean over days of each day's squared error relative to persistence's MSE on the same ticker "
             "and fold, averaged over tickers, divided by persistence's (< 1: better than persistence); skill = 1 - "

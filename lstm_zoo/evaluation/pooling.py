@@ -70,7 +70,9 @@ def pooled_metrics(frame: pd.DataFrame) -> dict[str, float]:
     actual = torch.tensor(frame[step_columns(frame, "actual")].to_numpy(dtype=float))
     pred = torch.tensor(frame[step_columns(frame, "predicted")].to_numpy(dtype=float))
     last = torch.tensor(frame["persistence"].to_numpy(dtype=float))
+    persistence = last.unsqueeze(1).expand_as(actual)
     return {"rel_mse": rel_mse, "skill": 1 - math.sqrt(rel_mse), "mape": forecast_metrics(pred, actual)["mape"],
+            "persistence_mape": forecast_metrics(persistence, actual)["mape"],
             "directional_accuracy": directional_accuracy(pred, actual, last), "dm_stat": statistic,
             "dm_pvalue": pvalue, "days": float(len(daily)), "tickers": float(frame["ticker"].nunique())}
 
