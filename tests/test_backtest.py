@@ -141,6 +141,30 @@ def test_ticker_selection(tickers_csv: Path, prices_csv: Path) -> None:
         setup_dm(no_names, tickers=["AAA"])
 
 
+def test_split_dates_and_folds_together_are_refused(tickers_csv: Path) -> None:
+    with pytest.raises(DataError, match=r"data\.train_end=2019-12-31 / data\.test_start=None and backtest both set "
+                                        r"the split\. Fix: data\.train_end=null data\.test_start=null"):
+        setup_dm(tickers_csv, train_end="2019-12-31", backtest=WalkForward())
+
+
+def test_the_checkpoint_state_restores_every_tickers_scaling(tickers_csv: Path) -> None:
+    dm = setup_dm(tickers_csv, target_transform="diff")
+    state = dm.state_dict()
+    assert state["tickers"] == ["AAA", "BBB"] and len(state["data_min"]) == 2 and len(state["change_scale"]) == 2
+    fresh = StockDataModule(path=str(tickers_csv), window=10, tickers=["BBB"], target_transform="diff")
+    fresh.load_state_dict(state)  # eval.py: the training scaling, here for a subset of the tickers
+    fresh.setup()
+    assert fresh.change_scales["BBB"] == dm.change_scales["BBB"]
+    bbb = (dm.datasets["test"].ticker == 1).numpy()
+    assert torch.equal(fresh.datasets["test"].x, dm.datasets["test"].x[bbb])
+    y, last = torch.randn(5, 1), torch.full((5,), 20.0, dtype=torch.float64)
+    assert torch.equal(fresh.to_price(y, last), dm.to_price(y, last, torch.ones(5, dtype=torch.long)))
+    other = StockDataModule(path=str(tickers_csv), window=10, tickers=["AAA", "BBB"], target_transform="diff")
+    other.load_state_dict({**state, "tickers": ["AAA", "CCC"]})
+    with pytest.raises(DataError, match=r"trained on tickers \['AAA', 'CCC'\] but the data gives \['AAA', 'BBB'\]"):
+        other.setup()
+
+
 def test_adjusted_prices_remove_a_split() -> None:
     frame = pd.DataFrame({"High": [102.0, 101.0, 51.0, 52.0], "Close": [100.0, 100.0, 50.0, 51.0],
                           "Adj Close": [50.0, 50.0, 50.0, 51.0], "Volume": [10.0, 10.0, 20.0, 20.0]})

@@ -57,7 +57,11 @@ def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.
         for seed, members in group.groupby("seed", sort=True):
             frames = [pd.read_csv(path, parse_dates=["date"]).assign(fold=int(fold) if pd.notna(fold) else 0)
                       for path, fold in zip(members["predictions"], members["backtest.fold"])]
-            per_seed[int(seed)] = pool_folds(frames)
+            try:
+                per_seed[int(seed)] = pool_folds(frames)
+            except ValueError as err:  # two runs of one configuration and seed forecast the same ticker-days
+                raise SystemExit(f"configuration {group_label(key)!r}, seed {seed}: {err} Or put the key that "
+                                 "tells those runs apart in --by (e.g. --by model data.tickers).") from None
         forecasts[group_label(key)] = per_seed
     return forecasts
 
