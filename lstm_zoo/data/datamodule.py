@@ -36,12 +36,13 @@ log = logging.getLogger(__name__)
 class StockDataModule(L.LightningDataModule):
     """Daily price windows of one or several tickers, `window` past days -> the next `horizon` values of `target`.
 
-    Batches are `Batch(x, y, last, ticker)`: x (B, window, features) is scaled with a MinMaxScaler fit on the
-    training period of the window's own ticker only; `last` (B,) is the last known target price, in price units,
-    so the persistence forecast and `to_price` need nothing else; `ticker` (B,) indexes `tickers`. y (B, horizon)
-    depends on `target_transform`: `level` the MinMax-scaled target (the tutorial); `diff` the change
-    target[t+k] - last and `log_return` log(target[t+k] / last), both divided by the standard deviation of the
-    ticker's training-period one-day changes and never shifted, so a model output of 0 is exactly persistence.
+    Batches are `Batch(x, y, last, actual, ticker)`: x (B, window, features) is scaled with a MinMaxScaler fit on
+    the training period of the window's own ticker only; `last` (B,) is the last known target price and `actual`
+    (B, horizon) the true target prices, both float64 in price units, so the persistence forecast and `to_price`
+    need nothing else; `ticker` (B,) indexes `tickers`. y (B, horizon) depends on `target_transform`: `level`
+    the MinMax-scaled target (the tutorial); `diff` the change target[t+k] - last and `log_return`
+    log(target[t+k] / last), both divided by the standard deviation of the ticker's training-period one-day
+    changes and never shifted, so a model output of 0 is exactly persistence.
     `features` may name derived columns (see DERIVED) besides the file's own.
 
     Several tickers (`tickers`, a list or "all") make one global model's data: each ticker is scaled on its own
@@ -105,7 +106,7 @@ class StockDataModule(L.LightningDataModule):
     def source(self) -> str:
         if self.path:
             return str(self.path)
-        return EMBEDDED.format(self.ticker or "IBM" if self.requested_tickers is None else "stocks")
+        return EMBEDDED.format((self.ticker or "IBM") if self.requested_tickers is None else "stocks")
 
     @property
     def scaler(self) -> MinMaxScaler | None:
