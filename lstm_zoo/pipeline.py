@@ -13,9 +13,11 @@ import lightning as L
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
 
 from lstm_zoo.callbacks import ForecastPlot
 from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint, user_error
@@ -99,6 +101,24 @@ def experiment_hparams(cfg: DictConfig, model: Forecaster) -> dict:
     return params
 
 
+def log_experiment(logger, params: dict) -> None:
+    """This run's hyper-parameters for TensorBoard's HPARAMS tab, against hp/val_rmse, hp/test_rmse, hp/test_skill.
+
+    Lightning's TensorBoardLogger also writes an experiment summary into every run, and TensorBoard then shows
+    the first run's, in name order. Without it TensorBoard builds the experiment from all runs of a sweep and
+    lists the hyper-parameters whose values differ first: the ones a comparison is about.
+    """
+    metrics = {"hp/val_rmse": math.nan, "hp/test_rmse": math.nan, "hp/test_skill": math.nan}
+    if not isinstance(logger, TensorBoardLogger):
+        logger.log_hyperparams(params, metrics=metrics)
+        return
+    if rank_zero_only.rank == 0:
+        _, session_start, session_end = hparams(logger._sanitize_params(params), metrics)
+        writer = logger.experiment._get_file_writer()
+        writer.add_summary(session_start)
+        writer.add_summary(session_end)
+
+
 def write_json(path: Path, payload: dict) -> None:
     """JSON with NaN written as null (undefined), never as an invalid NaN token."""
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
@@ -180,8 +200,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         logger = instantiate(cfg.logger)
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-        logger.log_hyperparams(experiment_hparams(cfg, model),
-                               metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan, "hp/test_skill": math.nan})
+        log_experiment(logger, experiment_hparams(cfg, model))
         if resume is not None:
             keep_best_across_folders(trainer, resume)
 
@@ -190,7 +209,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
                        optimizer_steps=trainer.global_step,
                        windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
-        validated = len(datamodule.datasets["val"]) > 0
+        validated = cfg.data.val_fraction > 0
         last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
             raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "

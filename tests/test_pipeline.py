@@ -82,6 +82,8 @@ def test_hparams_tab_lists_the_fields_that_define_an_experiment_only(fast_cfg, t
              or n.startswith("trainer/") and n not in ("trainer/max_epochs", "trainer/precision")
              or n.endswith(("_target_", "_partial_"))]
     assert noise == []
+    # no per-run experiment summary: TensorBoard builds one from all runs and lists the differing values first
+    assert "_hparams_/experiment" not in tensorboard_tags(tmp_path / "run" / "tensorboard")
 
 
 def test_console_shows_no_cloud_logger_tip_and_no_flops_but_keeps_warnings(fast_cfg, caplog, capsys):
