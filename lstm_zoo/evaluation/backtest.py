@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
-from lstm_zoo.evaluation.ensemble import predictions_metrics  # noqa: E402
+from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
 from lstm_zoo.evaluation.leaderboard import compare, group_label, markdown, read_sweep  # noqa: E402
 from lstm_zoo.evaluation.metrics import diebold_mariano, format_pvalue  # noqa: E402
 from lstm_zoo.evaluation.pooling import pool_folds, pooled_metrics, relative_losses, squared_errors  # noqa: E402
@@ -77,10 +77,10 @@ def seed_mean_losses(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames).groupby(["ticker", "date"]).mean()
 
 
-def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series) -> float:
-    """Diebold-Mariano p-value of a per-day loss series against persistence's (one-step, HLN-corrected)."""
+def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int) -> float:
+    """Diebold-Mariano p-value of a per-day loss series against persistence's (HLN-corrected, lags up to h-1)."""
     return diebold_mariano(torch.tensor(np.sqrt(loss.to_numpy()))[:, None],
-                           torch.tensor(np.sqrt(persistence_loss.to_numpy()))[:, None])[1]
+                           torch.tensor(np.sqrt(persistence_loss.to_numpy()))[:, None], horizon)[1]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -110,6 +110,7 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
     daily = pd.DataFrame({config: frame.loc[common, "loss"].groupby(level="date").mean()
                           for config, frame in losses.items()})
     daily[PERSISTENCE] = reference["persistence_loss"].groupby(level="date").mean()
+    horizon = len(step_columns(next(iter(next(iter(forecasts.values())).values())), "actual"))
     mcs = confidence_set_pvalues(daily, bootstrap)
     spa = spa_pvalue(daily[PERSISTENCE], daily.drop(columns=PERSISTENCE), bootstrap)
 
@@ -119,7 +120,7 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
         row = {"config": config, "seeds": len(per_seed),
                "folds": len(set().union(*(set(f["fold"]) for f in per_seed.values()))),
                "tickers": len(set().union(*(set(f["ticker"]) for f in per_seed.values()))),
-               "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE]),
+               "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon),
                "mcs_p": mcs[config], **{f"in_mcs_{size:g}": bool(mcs[config] >= size) for size in sizes}}
         for key in ("rel_mse", "skill", "mape", "directional_accuracy"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[key] for m in seeds])
@@ -137,7 +138,7 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
             mine = mean_losses.loc[ticker]
             row = {"ticker": ticker, "config": config, "seeds": len(metrics),
                    "persistence_rmse": metrics[0]["test/persistence_rmse"],
-                   "dm_p": dm_pvalue(mine["error"], mine["persistence_error"])}
+                   "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon)}
             for key in ("rmse", "mae", "mape", "skill", "directional_accuracy"):
                 row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[f"test/{key}"] for m in metrics])
             per_ticker.append(row)
