@@ -3,7 +3,7 @@
 A predictions frame is a run's predictions.csv (date, ticker, actual, predicted, persistence, and actual_t+k /
 predicted_t+k for horizon > 1), plus a `fold` column once the folds of a configuration are pooled.
 
-Prices differ tenfold across tickers (GOOG ~$300-800, MSFT ~$25), so squared dollar errors pooled over tickers
+Prices differ more than tenfold across tickers (GOOG against MSFT), so squared dollar errors pooled over tickers
 would rank forecasts on the dearest stock alone. Pooled statistics therefore use the **relative squared error**:
 a forecast origin's squared error (mean over its steps) divided by persistence's mean squared error on the same
 ticker and fold. Its mean is the forecast's MSE relative to persistence there (1 for persistence itself, Theil's U
