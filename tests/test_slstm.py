@@ -141,13 +141,13 @@ def test_bad_fields_are_one_config_error_naming_the_field(fast_cfg, override: st
     assert re.search(message, str(cause)), str(cause)
 
 
-def test_the_loops_run_single_threaded_and_restore_the_thread_count():
-    module, threads = layer(), torch.get_num_threads()
-    seen = []
-    forward = slstm._forward_impl
-    slstm._forward_impl = lambda *args: (seen.append(torch.get_num_threads()), forward(*args))[1]
-    try:
-        module(torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True))[0].sum().backward()
-    finally:
-        slstm._forward_impl = forward
-    assert seen == [1] and torch.get_num_threads() == threads
+def test_the_loops_run_single_threaded_and_restore_the_thread_count(monkeypatch):
+    module, threads, seen = layer(), torch.get_num_threads(), []
+
+    def recording(impl):
+        return lambda *args: (seen.append(torch.get_num_threads()), impl(*args))[1]
+
+    monkeypatch.setattr(slstm, "_forward_impl", recording(slstm._forward_impl))
+    monkeypatch.setattr(slstm, "_backward_impl", recording(slstm._backward_impl))
+    module(torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True))[0].sum().backward()
+    assert seen == [1, 1] and torch.get_num_threads() == threads

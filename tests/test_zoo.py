@@ -164,6 +164,24 @@ def test_peephole_runs_on_cuda_like_on_cpu():
     torch.testing.assert_close(gpu.peephole_l0.grad.cpu(), cpu.peephole_l0.grad, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["min_gru", "min_lstm", "slstm"])
+def test_new_cells_run_on_cuda_like_on_cpu(name: str):
+    """Every mode is pure torch ops, so the same code runs on a GPU: outputs and gradients as on the CPU."""
+    for mode in ("sequential", "reference") + (("parallel",) if name != "slstm" else ()):
+        torch.manual_seed(0)
+        cpu = model_from_config(name, hidden_size=8, dropout=0.0, mode=mode)
+        gpu = model_from_config(name, hidden_size=8, dropout=0.0, mode=mode).cuda()
+        gpu.load_state_dict(cpu.state_dict())
+        x = torch.randn(4, 20, 2)
+        out_cpu, out_gpu = cpu(x), gpu(x.cuda())
+        out_cpu.sum().backward()
+        out_gpu.sum().backward()
+        torch.testing.assert_close(out_gpu.cpu(), out_cpu, atol=1e-5, rtol=1e-4)
+        for (name_, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
+            torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, atol=1e-5, rtol=1e-4, msg=f"{mode} {name_}")
+
+
 # --- bidirectional --------------------------------------------------------------------------------------------
 
 

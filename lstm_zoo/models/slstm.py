@@ -49,7 +49,7 @@ def _fused_forward(xw: Tensor, r: Tensor, h: Tensor, ht: Tensor, ell: Tensor,
 
     xw (T, 4H, B): every step's gate inputs (biases included), rows [head][gate f, i, z, o][unit]; r (K, 4 * hd,
     hd): each head's recurrent block, rows [gate][unit]; h, ht (normalized cell), ell (log normalizer) (K, hd, B).
-    Per step: one batched product over the heads (a dense (4H, H) product would be 3x slower at 5 heads), then
+    Per step: one batched product over the heads (4.5 us at 2 heads of 25, 2.7 at 5 of 10, dense (4H, H) 7.6), then
     u = log f + m(t-1), m(t) = logaddexp(i~, u), w = sigmoid(i~ - u), h~(t) = lerp(h~(t-1), tanh(z~), w),
     h(t) = sigmoid(o~) h~(t), with tanh(x) = 2 sigmoid(2x) - 1 (a tanh costs three sigmoids here) so that one
     sigmoid_ covers i~ - u, 2 z~ and o~. Returns h and h~ (T+1, K, hd, B) with the initial state first, the gate
