@@ -16,7 +16,8 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 
 class ForecastPlot(L.Callback):
-    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1)."""
+    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1), with
+    the model's prediction intervals one step ahead."""
 
     def __init__(self, dirpath: str | None = None, filename: str = "forecast.png") -> None:
         self.dirpath, self.filename = dirpath, filename
@@ -31,6 +32,10 @@ class ForecastPlot(L.Callback):
         fig, ax = plt.subplots(figsize=(11, 4.5))
         ax.plot(dates, actual[:, 0], color="red", label=f"Real {dm.target} price")
         ax.plot(dates, pred[:, 0], color="blue", label=f"Predicted {dm.target} price (1 day ahead)")
+        bands = sorted(results.get("intervals", {}).items(), reverse=True)  # widest first, lightest
+        for k, (level, (lower, upper)) in enumerate(bands):
+            ax.fill_between(dates, lower[:, 0].cpu(), upper[:, 0].cpu(), color="tab:blue", alpha=0.12 + 0.15 * k,
+                            linewidth=0, label=f"{100 * level:g}% interval (1 day ahead)")
         horizon = pred.shape[1]
         if horizon > 1:
             # the h-step forecast made on day t is for the day h-1 rows after t's first target day

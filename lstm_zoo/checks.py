@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
+import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import lightning as L
 import pandas as pd
@@ -26,6 +30,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or unsafe to load, worded for the user."""
 
 
+T = TypeVar("T")
 # errors whose message is the whole story: train.py prints one line for them instead of a traceback
 USER_ERRORS = (DataError, ConfigError, CheckpointError, FloatingPointError, MisconfigurationException)
 
@@ -35,6 +40,21 @@ def user_error(err: BaseException | None) -> BaseException | None:
     while err is not None and not isinstance(err, USER_ERRORS):
         err = err.__cause__
     return err
+
+
+def exit_on_user_error(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """An entry point's task: a user error (bad data, config or checkpoint) is logged as one line and exits 1; in a
+    multirun it is re-raised without its traceback, so the sweep runs its other jobs and then exits 1."""
+    try:
+        return task(cfg)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        logging.getLogger(task.__module__).error("%s: %s", type(cause).__name__, cause)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise cause.with_traceback(None) from None
+        sys.exit(1)
 
 
 def check_config(cfg: DictConfig) -> None:

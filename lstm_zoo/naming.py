@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from omegaconf import OmegaConf
@@ -11,17 +12,19 @@ from omegaconf import OmegaConf
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]")
 
 
-def job_folder_name(override_dirname: str, limit: int = 100) -> str:
+def job_folder_name(override_dirname: str, limit: int = 160) -> str:
     """`model-stacked_seed-1` from Hydra's override_dirname (kv_sep `-`, item_sep `_`, see conf/hydra/default.yaml).
 
     Deterministic in the overrides (Hydra sorts them), so a re-run of a sweep finds the same folders. Commas inside
     a value (`data.features=[High,Low]`) become `+`, a deletion `~key` becomes `no-key`, and every other character
-    outside [A-Za-z0-9_.+-] becomes `-` or is dropped (brackets, quotes, braces); cut to `limit` characters to stay
-    under the file system's 255.
+    outside [A-Za-z0-9_.+-] becomes `-` or is dropped (brackets, quotes, braces). A name longer than `limit` (the
+    file system allows 255) is cut and ends in a hash of the whole, so it stays unique.
     """
     name = re.sub(r"(^|_)~", r"\1no-", override_dirname).replace(",", "+")
-    name = re.sub(r"[\[\]{}()'\"]", "", name)
-    return _UNSAFE.sub("-", name)[: int(limit)]
+    name = _UNSAFE.sub("-", re.sub(r"[\[\]{}()'\"]", "", name))
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}-{hashlib.sha1(override_dirname.encode()).hexdigest()[:8]}"
 
 
 def register_resolvers() -> None:

@@ -1,4 +1,4 @@
-"""`run(cfg)`: compose the objects a run needs, train, test the best checkpoint, write the run's outputs."""
+"""`run(cfg)` trains and tests; `evaluate`, `predict`, `export` use a checkpoint: the one place that instantiates."""
 
 from __future__ import annotations
 
@@ -11,14 +11,25 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_zoo.callbacks import ForecastPlot
-from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint, user_error
-from lstm_zoo.data import StockDataModule
+from lstm_zoo.checks import (
+    CheckpointError,
+    check_config,
+    checkpoint_file,
+    keep_best_across_folders,
+    load_checkpoint,
+    user_error,
+)
+from lstm_zoo.data import DataError, StockDataModule
+from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals, level_name
+from lstm_zoo.export import check_format, export_forecaster
+from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
 from lstm_zoo.models import Forecaster
 
 log = logging.getLogger(__name__)
@@ -43,13 +54,19 @@ def route_lightning_logs_to_hydra() -> None:
 
 
 def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFrame:
-    """One row per test window: its first target date, the actual value(s), the model's and persistence's."""
+    """One row per test window: its first target date, the actual value(s), the model's and persistence's, and the
+    model's interval bounds (lower_<L>, upper_<L>, and lower_<L>_t+k ... when horizon > 1)."""
     actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
     frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "actual": actual[:, 0],
                           "predicted": pred[:, 0], "persistence": results["persistence"][:, 0].cpu().numpy()})
     for step in range(1, actual.shape[1]):
         frame[f"actual_t+{step + 1}"] = actual[:, step]
         frame[f"predicted_t+{step + 1}"] = pred[:, step]
+    for level, bounds in sorted(results.get("intervals", {}).items()):
+        for name, bound in zip(("lower", "upper"), bounds):
+            bound = bound.cpu().numpy()
+            for step in range(actual.shape[1]):
+                frame[f"{name}_{level_name(level)}" + (f"_t+{step + 1}" if step else "")] = bound[:, step]
     return frame
 
 
@@ -76,6 +93,16 @@ def print_summary(metrics: dict) -> None:
                      f"Diebold-Mariano p = {pvalue:.3g} ({'significant' if pvalue < 0.05 else 'not significant'} "
                      "at 5%).")
     print("\nTest period, in price units:\n" + "\n".join(lines))
+    names = [k.removeprefix("test/coverage_") for k in metrics if k.startswith("test/coverage_")]
+    if names:
+        keys = [f"{kind}_{name}" for name in names for kind in ("coverage", "width")] + ["pinball", "crps"]
+        header = [f"{kind} {name}%" for name in names for kind in ("cover", "width")] + ["pinball", "CRPS"]
+        rows = [f"{'':<12} " + " ".join(f"{h:>10}" for h in header)]
+        for label, prefix in (("model", "test/"), ("persistence", "test/persistence_")):
+            rows.append(f"{label:<12} " + " ".join(cell(metrics.get(prefix + k), 10) for k in keys))
+        print(f"Prediction intervals ({metrics.get('intervals')}; persistence: split-conformal):\n" + "\n".join(rows))
+    elif metrics.get("intervals"):
+        print(f"Prediction intervals: {metrics['intervals']}.")
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
@@ -86,7 +113,8 @@ def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataM
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         predictions_frame(datamodule, model.test_results).to_csv(out / "predictions.csv", index=False)
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    return {**metrics, "intervals": model.interval_method}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -102,7 +130,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
         datamodule: StockDataModule = instantiate(cfg.data)
         model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
-                                        window=datamodule.window, _convert_="all")
+                                        window=datamodule.window, interval_levels=cfg.interval_levels,
+                                        _convert_="all")
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         logger = instantiate(cfg.logger)
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
@@ -155,22 +184,34 @@ def run(cfg: DictConfig) -> dict[str, float]:
             write_json(out / "metrics.json", metrics)
 
 
-def load_forecaster(path: str | Path, model_class: str | None = None) -> tuple[Forecaster, dict]:
-    """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only."""
+def load_forecaster(path: str | Path, model_class: str | None = None, **overrides) -> tuple[Forecaster, dict]:
+    """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only.
+
+    `overrides` replace hyper-parameters of evaluation only, e.g. interval_levels.
+    """
     path = checkpoint_file(str(path))
     checkpoint = load_checkpoint(path)
     class_path = model_class or checkpoint.get("forecaster_class")
     if not class_path:
-        raise ValueError(f"{path}: names no model class (saved before checkpoints recorded it). "
-                         "Fix: model_class=lstm_zoo.models.RNNForecaster (the class that trained it).")
+        raise CheckpointError(f"{path}: names no model class (saved before checkpoints recorded it). "
+                              "Fix: model_class=lstm_zoo.models.RNNForecaster (the class that trained it).")
     cls = get_class(class_path)
     if not issubclass(cls, Forecaster):
-        raise ValueError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
+        raise CheckpointError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
     data_state = checkpoint.get(StockDataModule.__qualname__)
     if not data_state:
-        raise ValueError(f"{path}: holds no data scaling (StockDataModule state), so its forecasts cannot be "
-                         "mapped back to prices. Fix: use a checkpoint written by train.py after setup.")
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), data_state
+        raise CheckpointError(f"{path}: holds no data scaling (StockDataModule state), so its forecasts cannot be "
+                              "mapped back to prices. Fix: use a checkpoint written by train.py after setup.")
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides), data_state
+
+
+def data_for_checkpoint(data: DictConfig, data_state: dict) -> StockDataModule:
+    """`data` (the series and its split) with the layout and scaling a checkpoint's model was trained with."""
+    layout = {k: data_state[k] for k in ("window", "horizon", "features", "target", "target_transform")
+              if k in data_state}
+    datamodule: StockDataModule = instantiate(data, **layout, _convert_="all")
+    datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
+    return datamodule
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -181,12 +222,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics: dict = {"status": "running", "ckpt_path": str(cfg.ckpt_path)}
     try:
         L.seed_everything(cfg.seed, workers=True)
-        model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"))
-        layout = {k: data_state[k] for k in ("window", "horizon", "features", "target", "target_transform")
-                  if k in data_state}
+        model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
+                                            interval_levels=list(cfg.interval_levels))
+        datamodule = data_for_checkpoint(cfg.data, data_state)
+        layout = {k: getattr(datamodule, k) for k in ("window", "horizon", "features", "target", "target_transform")}
         log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
-        datamodule: StockDataModule = instantiate(cfg.data, **layout, _convert_="all")
-        datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
         metrics.update(test_and_write(trainer, model, datamodule, out))
@@ -196,7 +236,60 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             print_summary(metrics)
         return metrics
     except BaseException as err:
-        metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
+        cause = user_error(err) or err
+        metrics.update(status="failed", error=f"{type(cause).__name__}: {cause}")
         raise
     finally:
         write_json(out / "metrics.json", metrics)
+
+
+def predict(cfg: DictConfig) -> pd.DataFrame:
+    """Forecast the `horizon` trading days after the last row of `cfg.data` with a trained model, with intervals;
+    writes forecast.csv and forecast.png into the output folder and prints the table."""
+    route_lightning_logs_to_hydra()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
+                                        interval_levels=list(cfg.interval_levels))
+    datamodule = data_for_checkpoint(cfg.data, data_state)
+    x, history = datamodule.latest_window()
+    dates, calendar = future_dates(history.index[-1], datamodule.horizon, cfg.calendar)
+    model.eval()
+    last = torch.tensor([float(history.iloc[-1])], dtype=torch.float64)
+    with torch.no_grad():
+        point, quantiles = model.prices(model.forecast(x).double(), last, datamodule.to_price)
+        try:  # split-conformal needs the validation windows of the training split
+            datamodule.setup("predict")
+            calibration, reason = model.validation_errors(datamodule), NO_INTERVALS
+        except DataError as err:
+            calibration, reason = None, f"none: no validation windows for conformal intervals ({err})"
+    found = forecast_intervals(point, (model.quantiles, quantiles) if model.quantiles else None,
+                               calibration[0] if calibration else None, model.interval_levels)
+    bands = central_bands(found[0], found[1][0]) if found else {}  # the one window's (H,) bounds per level
+    frame = forecast_frame(dates, point[0], bands, float(history.iloc[-1]))
+    frame.to_csv(out / "forecast.csv", index=False)
+    title = f"{datamodule.target}, the {len(dates)} {calendar} after {history.index[-1].date()}"
+    plot_forecast(history, frame, out / "forecast.png", f"{type(model).__name__}: {title}")
+    print(f"\n{type(model).__name__} ({cfg.ckpt_path}) on {datamodule.source}: {title}\n"
+          + frame.to_string(index=False, float_format="%.3f")
+          + f"\nIntervals: {found[2] if found else reason}. Written to {out}/forecast.csv and forecast.png.")
+    return frame
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export a checkpoint's model to ONNX or TorchScript (`cfg.format`) with its scaling JSON, checked against
+    PyTorch on random windows."""
+    route_lightning_logs_to_hydra()
+    check_format(cfg.format)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"))
+    info = export_forecaster(model, data_state, cfg.format, out)
+    difference, shapes = info["parity_max_abs_diff"], f"{info['input']['shape']} -> {info['output']['shape']}"
+    if not difference <= 1e-4:
+        raise RuntimeError(f"the exported {cfg.format} model differs from PyTorch by {difference:.3g} on "
+                           f"{info['parity_windows']} random windows: the export is wrong (please report it).")
+    print(f"Exported {info['model_class']} to {out / info['model_file']} ({cfg.format}, {shapes}), its scaling and "
+          f"layout to {out / Path(info['model_file']).stem}.json; largest difference from PyTorch on "
+          f"{info['parity_windows']} random windows: {difference:.2g}.")
+    return info

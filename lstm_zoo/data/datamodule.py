@@ -89,12 +89,30 @@ class StockDataModule(L.LightningDataModule):
                 raise DataError(f"{self.source}: derived feature {name!r} in data.features needs column(s) {missing}, "
                                 f"which the file lacks (it has {list(map(str, raw.columns))}). Fix: drop {name!r}.")
         unknown = [c for c in self.columns if c not in raw.columns and c not in DERIVED]
+        if unknown and self.scaler is not None:  # the layout came from a checkpoint: the data must fit the model
+            raise DataError(f"{self.source}: column(s) {unknown} not found (the file has {list(map(str, raw.columns))})"
+                            f", but the checkpoint's model was trained on {self.columns}. Fix: data.path=<a file with "
+                            "those columns>, or data.date_column / data.sep if the file is read wrongly.")
         if unknown:
             raise DataError(f"{self.source}: column(s) {unknown} not found; the file has {list(map(str, raw.columns))}"
                             f" and the derived features are {list(DERIVED)}. Fix: set data.target / data.features "
                             "to one of those.")
         frame = clean_prices(raw, self.raw_columns, date_column, self.ticker, self.source)
         return add_derived_features(frame, self.derived, self.source)[self.columns]
+
+    def latest_window(self) -> tuple[Tensor, pd.Series]:
+        """The data's last `window` days scaled as in training, (1, window, features), and the target's history
+        (the last value is the last known price): what a forecast past the end of the data starts from."""
+        if self.scaler is None:
+            raise DataError("latest_window needs the training scaling: load a checkpoint's data state first.")
+        frame = self.load_frame()
+        if len(frame) < self.window:
+            raise DataError(f"{self.source}: {len(frame)} usable row(s) after cleaning, but the model reads windows of "
+                            f"data.window={self.window} days (from its checkpoint). Fix: data.path=<a file with at "
+                            f"least {self.window} rows>.")
+        recent = frame[self.columns].to_numpy()[-self.window :]
+        x = torch.as_tensor(self.scaler.transform(recent)[:, : self.n_features], dtype=torch.float32)
+        return x.unsqueeze(0), frame[self.target]
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
