@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import lightning as L
 import torch
@@ -10,8 +11,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
+from lstm_zoo.data.windows import Batch
 from lstm_zoo.evaluation.intervals import check_levels, check_quantiles, interval_report, pinball_loss
 from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
+from lstm_zoo.models.init import check_init
 from lstm_zoo.optim import KerasRMSprop
 
 
@@ -25,6 +28,8 @@ class Forecaster(L.LightningModule):
         n_features, horizon, window: the data layout, passed in by the pipeline from the data module.
         optimizer: a partial optimizer (`_partial_: true` in conf/optimizer), completed with the parameters.
         scheduler: an optional partial LR scheduler, stepped on `val/loss`.
+        init: the weight initialization of every layer, `keras` or `torch` (see lstm_zoo.models.init); each
+            subclass applies it with `init_weights(self, self.hparams.init)` once its layers exist.
         quantiles: quantile levels (e.g. [0.1, 0.5, 0.9]) for a quantile head trained with the pinball loss; the
             median is the point forecast. None: a point forecast trained with MSE.
         interval_levels: central levels of the split-conformal intervals reported on the test period (point
@@ -34,8 +39,10 @@ class Forecaster(L.LightningModule):
     def __init__(self, n_features: int = 1, horizon: int = 1, window: int = 60,
                  optimizer: Callable[..., Optimizer] | None = None,
                  scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-                 quantiles: Sequence[float] | None = None, interval_levels: Sequence[float] = (0.8, 0.95)) -> None:
+                 init: Literal["keras", "torch"] = "keras", quantiles: Sequence[float] | None = None,
+                 interval_levels: Sequence[float] = (0.8, 0.95)) -> None:
         super().__init__()
+        check_init(init)
         # plain numbers only in hparams (no partials): checkpoints then load with weights_only=True
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -56,6 +63,7 @@ class Forecaster(L.LightningModule):
         # persistence on the same validation days: val/rmse below it means skill, comparable across target_transform
         self.val_persistence_rmse = MeanSquaredError(squared=False)
         self.test_results: dict[str, Tensor] = {}
+        self.test_metrics: dict[str, float] = {}  # float64 from computation to metrics.json (self.log is float32)
         self.calibration: tuple[Tensor, Tensor] | None = None  # validation errors (model, persistence) for conformal
         self.interval_method = ""  # how the test period's intervals were made (metrics.json `intervals`)
         self._test_batches: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -106,10 +114,11 @@ class Forecaster(L.LightningModule):
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Trainable parameters (Keras init freezes nn.LSTM's duplicate bias: it is not a parameter in Keras)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y, _ = batch
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        x, y = batch.x, batch.y
         loss = self.loss(self.training_forward(x, y), y)
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -126,15 +135,13 @@ class Forecaster(L.LightningModule):
         self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True, sync_dist=True)
         self.train_loss.reset()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        x, y, last = batch
-        out = self(x)
-        self.val_loss.update(self.loss(out, y), len(x))
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self(batch.x)
+        self.val_loss.update(self.loss(out, batch.y), len(out))
         y_hat = self.point(self.to_forecast(out))
-        to_price = self.trainer.datamodule.to_price
-        actual = to_price(y, last)
-        self.val_metrics.update(to_price(y_hat, last), actual)
-        self.val_persistence_rmse.update(persistence_forecast(last, actual.shape[1]), actual)
+        pred, actual = self.trainer.datamodule.to_price(y_hat, batch.last).float(), batch.actual.float()
+        self.val_metrics.update(pred, actual)
+        self.val_persistence_rmse.update(persistence_forecast(batch.last, actual.shape[1]).float(), actual)
 
     def on_validation_epoch_end(self) -> None:  # compute() syncs over DDP ranks; sync_dist averages equal values
         self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
@@ -143,13 +150,12 @@ class Forecaster(L.LightningModule):
         for metric in (self.val_loss, self.val_metrics, self.val_persistence_rmse):
             metric.reset()
 
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        x, y, last = batch
-        out = self(x)
-        self.log("test/loss", self.loss(out, y), batch_size=len(x), sync_dist=True)
-        to_price = self.trainer.datamodule.to_price
-        pred, quantiles = self.prices(self.to_forecast(out), last, to_price)
-        self._test_batches.append((pred, to_price(y, last), last, quantiles))
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self(batch.x)
+        self.log("test/loss", self.loss(out, batch.y), batch_size=len(out), sync_dist=True)
+        # float64 prices: the true ones from the data, not a float32 round trip through the scaler
+        pred, quantiles = self.prices(self.to_forecast(out), batch.last, self.trainer.datamodule.to_price)
+        self._test_batches.append((pred, batch.actual, batch.last, quantiles))
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
@@ -164,11 +170,10 @@ class Forecaster(L.LightningModule):
         if dataset is None or len(dataset) == 0:
             return None
         model_errors, persistence_errors = [], []
-        for x, y, last in datamodule.val_dataloader():
-            x, y, last = x.to(self.device), y.to(self.device), last.to(self.device)
-            actual = datamodule.to_price(y, last).double()
-            model_errors.append(actual - self.prices(self.forecast(x), last, datamodule.to_price)[0].double())
-            persistence_errors.append(actual - last.double().unsqueeze(1))
+        for batch in datamodule.val_dataloader():
+            x, last, actual = (t.to(self.device) for t in (batch.x, batch.last, batch.actual))  # float64 prices
+            model_errors.append(actual - self.prices(self.forecast(x), last, datamodule.to_price)[0])
+            persistence_errors.append(actual - persistence_forecast(last, actual.shape[1]))
         return torch.cat(model_errors), torch.cat(persistence_errors)
 
     def on_test_epoch_end(self) -> None:
@@ -179,16 +184,15 @@ class Forecaster(L.LightningModule):
         self._test_batches.clear()
         persistence = persistence_forecast(last, actual.shape[1])
         self.test_results = {"pred": pred, "actual": actual, "persistence": persistence}
-        for prefix, forecast in (("test/", pred), ("test/persistence_", persistence)):
-            for key, value in forecast_metrics(forecast, actual).items():
-                self.log(prefix + key, value)
-        for key, value in compare_with_persistence(pred, actual, last).items():  # skill, direction, Diebold-Mariano
-            self.log("test/" + key, value)
+        metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
+        metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
+        metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})
         quantile_forecast = (self.quantiles, quantiles) if self.quantiles else None
-        metrics, self.test_results["intervals"], self.interval_method = interval_report(
+        intervals, self.test_results["intervals"], self.interval_method = interval_report(
             pred, persistence, actual, quantile_forecast, self.calibration, self.interval_levels)
-        for key, value in metrics.items():  # coverage, width, pinball, CRPS: the model's and persistence's
-            self.log("test/" + key, value)
+        metrics.update({f"test/{k}": v for k, v in intervals.items()})  # coverage, width, pinball, CRPS
+        self.test_metrics = metrics  # skill, direction, Diebold-Mariano included; float64 Python floats
+        self.log_dict(metrics)  # progress bar and TensorBoard (float32 there)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the class as an import path (a plain string): eval.py rebuilds the model from the checkpoint alone
@@ -196,7 +200,7 @@ class Forecaster(L.LightningModule):
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or KerasRMSprop
-        optimizer = factory(self.parameters())
+        optimizer = factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
