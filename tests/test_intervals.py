@@ -23,8 +23,8 @@ from lstm_zoo.evaluation.intervals import (
     pinball_loss,
 )
 from lstm_zoo.models import RNNForecaster
-from lstm_zoo.pipeline import run
-from tests.conftest import CONF, FAST, compose_train
+from lstm_zoo.pipeline import predict, run
+from tests.conftest import CONF, FAST, compose_entry, compose_train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 QUANTILES = [0.1, 0.5, 0.9]
@@ -178,3 +178,16 @@ def test_a_quantile_run_reports_the_heads_intervals_beside_persistence(fast_cfg,
     assert {"lower_90", "upper_90", "lower_90_t+2", "upper_90_t+2"} <= set(predictions.columns)
     assert (predictions["lower_90_t+2"] <= predictions["predicted_t+2"]).all()
     assert (predictions["predicted_t+2"] <= predictions["upper_90_t+2"]).all()
+
+
+def test_without_a_validation_set_the_run_and_predict_say_conformal_intervals_need_one(prices_csv, tmp_path, capsys):
+    overrides = ["data=csv", f"data.path={prices_csv}", *FAST, "model=vanilla", "trainer.limit_train_batches=2",
+                 "data.val_fraction=0", "trainer.limit_val_batches=0", "test_checkpoint=last", "~callbacks.checkpoint"]
+    metrics = run(compose_train(overrides, tmp_path / "run"))
+    assert metrics["intervals"].startswith("none: conformal intervals need a validation set (data.val_fraction > 0)")
+    assert not [k for k in metrics if "coverage" in k or "crps" in k]
+    assert "conformal intervals need a validation set" in capsys.readouterr().out
+    frame = predict(compose_entry("predict", [f"ckpt_path={tmp_path / 'run'}", "data=csv", f"data.path={prices_csv}",
+                                              "data.val_fraction=0"], tmp_path / "predict"))
+    assert list(frame.columns) == ["date", "step", "forecast", "persistence"]
+    assert "Intervals: none: conformal intervals need a validation set" in capsys.readouterr().out
