@@ -71,8 +71,9 @@ def layout(model: Forecaster, data_state: dict, fmt: str) -> dict:
 
 def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
     """torch.onnx.export with torch 2.13's default, the dynamo (torch.export) exporter, and a dynamic batch."""
-    try:
-        import onnxscript  # noqa: F401  (the dynamo exporter needs it; a clear error beats torch's)
+    try:  # the dynamo exporter needs onnxscript, the parity check onnxruntime: a clear error beats torch's
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
     except ImportError:
         raise ConfigError("format=onnx needs the `export` extra (onnx, onnxruntime, onnxscript). Fix: "
                           "pip install -e '.[export]'") from None
@@ -84,6 +85,7 @@ def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it prints its progress
             # nn.LSTM re-assigns its flat weight list in forward; torch.export warns, and the export is still exact
             warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+            warnings.filterwarnings("ignore", message=".*_check_is_size will be removed.*")  # torch's own graph code
             program = torch.onnx.export(served, (example,), dynamo=True, input_names=["windows"],
                                         output_names=["forecast"], verbose=False,
                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))

@@ -51,7 +51,7 @@ def forecast_frame(dates: pd.DatetimeIndex, point: Tensor, bands: dict[float, tu
     return frame
 
 
-def plot_forecast(history: pd.Series, frame: pd.DataFrame, path: Path, title: str, days: int = 120) -> None:
+def plot_forecast(history: pd.Series, frame: pd.DataFrame, path: Path, title: str, days: int = 60) -> None:
     """The last `days` of the target, then the forecast with its bands (the widest lightest) and persistence."""
     recent = history.iloc[-days:]
     dates = pd.to_datetime(frame["date"])
