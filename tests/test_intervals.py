@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ from lstm_zoo.evaluation.intervals import (
     interval_metrics,
     pinball_loss,
 )
+from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.models import RNNForecaster
 from lstm_zoo.pipeline import predict, run
 from tests.conftest import CONF, FAST, compose_entry, compose_train
@@ -191,3 +193,24 @@ def test_without_a_validation_set_the_run_and_predict_say_conformal_intervals_ne
                                               "data.val_fraction=0"], tmp_path / "predict"))
     assert list(frame.columns) == ["date", "step", "forecast", "persistence"]
     assert "Intervals: none: conformal intervals need a validation set" in capsys.readouterr().out
+
+
+def test_the_leaderboard_has_an_interval_table_of_means_over_seeds(tmp_path):
+    for name, model, seed, coverage in (("0_a", "gru", 0, 0.7), ("1_a", "gru", 1, 0.9), ("2_b", "vanilla", 0, 0.8)):
+        run_dir = tmp_path / name / ".hydra"
+        run_dir.mkdir(parents=True)
+        OmegaConf.save({"seed": seed, "model": {"hidden_size": 8}}, run_dir / "config.yaml")
+        OmegaConf.save({"hydra": {"runtime": {"choices": {"model": model}}}}, run_dir / "hydra.yaml")
+        metrics = {"status": "completed", "test/rmse": 2.0, "test/persistence_rmse": 1.0, "num_parameters": 10,
+                   "train_seconds": 1.0, "epochs": 1, "intervals": "split-conformal from 50 validation windows",
+                   "test/coverage_80": coverage, "test/width_80": 4 * coverage, "test/persistence_coverage_80": 0.8,
+                   "test/persistence_width_80": 3.0, "test/pinball": 0.5, "test/persistence_pinball": 0.4,
+                   "test/crps": 1.5, "test/persistence_crps": 1.2}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    compare(tmp_path, ["model"])
+    table = pd.read_csv(tmp_path / "leaderboard_intervals.csv", index_col="model")
+    assert table.loc["gru", "coverage_80"] == pytest.approx(0.8) and table.loc["vanilla", "width_80"] == 3.2
+    assert table.loc["gru", "persistence_crps"] == 1.2
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| model | intervals | cover 80% | persistence cover 80% | width 80% |" in text
+    assert "| gru | split-conformal from 50 validation windows | 0.800 | 0.800 | 3.200 | 3.000 |" in text
