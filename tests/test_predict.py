@@ -46,7 +46,7 @@ def test_predict_on_the_embedded_ibm_data_forecasts_the_five_sessions_after_it(t
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny model with horizon 3 and a change target on synthetic prices (test year 2022), and its CSV."""
+    """A tiny model with horizon 3, a change target and two features on synthetic prices (test 2022), its CSV."""
     path = tmp_path_factory.mktemp("predict")
     csv = write_prices_csv(path / "prices.csv")
     run(compose_train(["data=csv", f"data.path={csv}", "data.horizon=3", "data.target_transform=diff",
@@ -54,10 +54,13 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return path, csv
 
 
-def test_a_forecast_from_data_cut_at_a_day_is_the_test_prediction_made_that_day(trained, tmp_path):
+@pytest.mark.parametrize("transform", ["level", "diff", "log_return"])
+def test_a_forecast_from_data_cut_at_a_day_is_the_test_prediction_made_that_day(transform, prices_csv, tmp_path):
     """Cut the data after a test day: predict's forecast must be eval's test-period forecast made on that day, the
     same prices for every step and the same conformal bands (same training split, same validation windows)."""
-    path, csv = trained
+    path, csv = tmp_path, prices_csv
+    run(compose_train(["data=csv", f"data.path={csv}", "data.horizon=3", f"data.target_transform={transform}",
+                       *TINY], path / "run"))
     evaluate(compose_entry("eval", [f"ckpt_path={path / 'run'}", "data=csv", f"data.path={csv}"], tmp_path / "eval"))
     predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv", parse_dates=["date"])
     prices = pd.read_csv(csv)
