@@ -23,10 +23,10 @@ from lstm_zoo.checks import ConfigError
 from lstm_zoo.models import Forecaster
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
-TO_PRICE = {  # y: the exported model's output, last: the window's last target price (in prices)
-    "level": "price = y * (data_max[target_index] - data_min[target_index]) + data_min[target_index]",
-    "diff": "price = last + y * change_scale",
-    "log_return": "price = last * exp(y * change_scale)",
+TO_PRICE = {  # y: the exported model's output, last: the window's last target price, k: its ticker's row
+    "level": "price = y * (data_max[k][target_index] - data_min[k][target_index]) + data_min[k][target_index]",
+    "diff": "price = last + y * change_scale[k]",
+    "log_return": "price = last * exp(y * change_scale[k])",
 }
 
 
@@ -48,24 +48,27 @@ def check_format(name: str) -> str:
 
 
 def layout(model: Forecaster, data_state: dict, fmt: str) -> dict:
-    """The JSON beside the model file: inputs, outputs, and the scaling and transform that give prices."""
+    """The JSON beside the model file: inputs, outputs, and each ticker's scaling and the transform that give prices."""
     columns, features = data_state["columns"], data_state["features"]
     horizon, quantiles = model.hparams.horizon, model.quantiles
+    tickers, lows, highs, changes = (data_state.get("tickers"), data_state["data_min"], data_state["data_max"],
+                                     data_state.get("change_scale"))
+    if tickers is None:  # a checkpoint written before several tickers: one series, flat lists
+        tickers, lows, highs, changes = ["series"], [lows], [highs], [changes]
+    transform = data_state.get("target_transform", "level")
     return {
         "format": fmt, "model_file": FORMATS[fmt], "model_class": f"{type(model).__module__}.{type(model).__name__}",
         "input": {"name": "windows", "shape": ["batch", model.hparams.window, len(features)], "dtype": "float32",
-                  "features": features, "scaling": "x = (value - data_min[j]) / (data_max[j] - data_min[j]) for "
-                                                   "feature j (its index in scaler.columns)"},
+                  "features": features, "scaling": "x = (value - data_min[k][j]) / (data_max[k][j] - data_min[k][j]) "
+                                                   "for feature j (its index in scaler.columns) of ticker k"},
         "output": {"name": "forecast", "dtype": "float32",
                    "shape": ["batch", horizon] + ([len(quantiles)] if quantiles else []),
                    "quantiles": list(quantiles) if quantiles else None,
                    "median_index": model.median_index if quantiles else None},
-        "scaler": {"columns": columns, "data_min": data_state["data_min"], "data_max": data_state["data_max"]},
+        "scaler": {"tickers": tickers, "columns": columns, "data_min": lows, "data_max": highs},
         "target": data_state["target"], "target_index": columns.index(data_state["target"]),
-        "target_transform": data_state.get("target_transform", "level"),
-        "change_scale": data_state.get("change_scale"),
-        "to_price": TO_PRICE[data_state.get("target_transform", "level")],
-        "torch": torch.__version__,
+        "target_transform": transform, "change_scale": None if transform == "level" else changes,
+        "to_price": TO_PRICE[transform], "torch": torch.__version__,
     }
 
 

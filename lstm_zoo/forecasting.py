@@ -40,10 +40,11 @@ def future_dates(last: pd.Timestamp, horizon: int, calendar: str | None) -> tupl
     return pd.DatetimeIndex(sessions), f"{calendar} trading sessions"
 
 
-def forecast_frame(dates: pd.DatetimeIndex, point: Tensor, bands: dict[float, tuple[Tensor, Tensor]],
+def forecast_frame(ticker: str, dates: pd.DatetimeIndex, point: Tensor, bands: dict[float, tuple[Tensor, Tensor]],
                    persistence: float) -> pd.DataFrame:
-    """One row per step ahead: date, step, forecast, lower_<L>/upper_<L> for each interval level, persistence."""
-    frame = pd.DataFrame({"date": dates.date, "step": range(1, len(dates) + 1), "forecast": point.tolist()})
+    """One ticker's rows, one per step ahead: date, ticker, step, forecast, lower/upper_<L> per level, persistence."""
+    frame = pd.DataFrame({"date": dates.date, "ticker": ticker, "step": range(1, len(dates) + 1),
+                          "forecast": point.tolist()})
     for level, (lower, upper) in sorted(bands.items()):
         frame[f"lower_{level_name(level)}"] = lower.tolist()
         frame[f"upper_{level_name(level)}"] = upper.tolist()
@@ -51,22 +52,26 @@ def forecast_frame(dates: pd.DatetimeIndex, point: Tensor, bands: dict[float, tu
     return frame
 
 
-def plot_forecast(history: pd.Series, frame: pd.DataFrame, path: Path, title: str, days: int = 60) -> None:
-    """The last `days` of the target, then the forecast with its bands (the widest lightest) and persistence."""
-    recent = history.iloc[-days:]
-    dates = pd.to_datetime(frame["date"])
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    ax.plot(recent.index, recent.to_numpy(), color="red", label=f"{history.name} (data)")
-    levels = sorted((c.removeprefix("lower_") for c in frame.columns if c.startswith("lower_")), key=float)
-    for k, level in enumerate(reversed(levels)):
-        ax.fill_between(dates, frame[f"lower_{level}"], frame[f"upper_{level}"], color="tab:blue",
-                        alpha=0.15 + 0.2 * k, linewidth=0, label=f"{level}% interval")
-    # the forecast line starts at the last known price, so it reads as a continuation of the data
-    ax.plot([recent.index[-1], *dates], [recent.iloc[-1], *frame["forecast"]], color="blue", marker=".",
-            label="forecast")
-    ax.plot(dates, frame["persistence"], color="gray", linestyle="--", label="persistence (last value)")
-    ax.set(title=title, xlabel="Date", ylabel=str(history.name))
-    ax.legend(loc="upper left")
+def plot_forecast(histories: dict[str, pd.Series], frame: pd.DataFrame, path: Path, title: str,
+                  days: int = 60) -> None:
+    """One panel per ticker: the last `days` of the target, then the forecast with its bands (the widest lightest)
+    and persistence."""
+    fig, axes = plt.subplots(len(histories), 1, figsize=(11, 4.5 * len(histories)), squeeze=False)
+    for ax, (ticker, history) in zip(axes[:, 0], histories.items()):
+        recent, rows = history.iloc[-days:], frame[frame["ticker"] == ticker]
+        dates = pd.to_datetime(rows["date"])
+        ax.plot(recent.index, recent.to_numpy(), color="red", label=f"{history.name} (data)")
+        levels = sorted((c.removeprefix("lower_") for c in rows.columns if c.startswith("lower_")), key=float)
+        for k, level in enumerate(reversed(levels)):
+            ax.fill_between(dates, rows[f"lower_{level}"], rows[f"upper_{level}"], color="tab:blue",
+                            alpha=0.15 + 0.2 * k, linewidth=0, label=f"{level}% interval")
+        # the forecast line starts at the last known price, so it reads as a continuation of the data
+        ax.plot([recent.index[-1], *dates], [recent.iloc[-1], *rows["forecast"]], color="blue", marker=".",
+                label="forecast")
+        ax.plot(dates, rows["persistence"], color="gray", linestyle="--", label="persistence (last value)")
+        name = f" {ticker}" if len(histories) > 1 else ""
+        ax.set(title=f"{title}{name}", xlabel="Date", ylabel=str(history.name))
+        ax.legend(loc="upper left")
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -32,6 +32,7 @@ from lstm_zoo.checks import (
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals, level_name
 from lstm_zoo.evaluation.metrics import format_pvalue
+from lstm_zoo.evaluation.pooling import ticker_metrics
 from lstm_zoo.export import check_format, export_forecaster
 from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
 from lstm_zoo.models import Forecaster
@@ -71,10 +72,11 @@ def route_lightning_logs_to_hydra() -> None:
 
 
 def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFrame:
-    """One row per test window: its first target date, the actual value(s), the model's and persistence's, and the
-    model's interval bounds (lower_<L>, upper_<L>, and lower_<L>_t+k ... when horizon > 1)."""
+    """One row per test window: its first target date, ticker, the actual value(s), the model's and persistence's,
+    and the model's interval bounds (lower_<L>, upper_<L>, and lower_<L>_t+k ... when horizon > 1)."""
     actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
-    frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "actual": actual[:, 0],
+    tickers = [datamodule.tickers[i] for i in results["ticker"].cpu().tolist()]
+    frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "ticker": tickers, "actual": actual[:, 0],
                           "predicted": pred[:, 0], "persistence": results["persistence"][:, 0].cpu().numpy()})
     for step in range(1, actual.shape[1]):
         frame[f"actual_t+{step + 1}"] = actual[:, step]
@@ -141,21 +143,31 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def print_summary(metrics: dict) -> None:
-    """Model and persistence side by side; skill and the Diebold-Mariano test say whether the model is better."""
+    """Model and persistence side by side (per ticker when there are several, then pooled over them); skill and the
+    Diebold-Mariano test say whether the model is better."""
     def cell(value: float | None, width: int = 9) -> str:
         return f"{value:>{width}.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>{width}}"
 
     keys = ("rmse", "mae", "mape", "skill", "directional_accuracy", "dm_stat")
-    lines = [f"{'':<12} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} {'DM p':>9}"]
-    lines.append(f"{'model':<12} " + " ".join(cell(metrics.get("test/" + k)) for k in keys)
-                 + f" {format_pvalue(metrics.get('test/dm_pvalue')):>9}")
-    persistence = [metrics.get("test/persistence_" + k) for k in keys[:3]] + [0.0]
-    lines.append(f"{'persistence':<12} " + " ".join(cell(v) for v in persistence))
-    skill, pvalue = metrics.get("test/skill"), metrics.get("test/dm_pvalue")
+    tickers = metrics.get("tickers") or []
+    prefixes = [(f"test/{t}/", f"{t} ") for t in tickers] if len(tickers) > 1 else [("test/", "")]
+    width = max(len(label) for _, label in prefixes) + 12
+    lines = [f"{'':<{width}} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} "
+             f"{'DM p':>9}"]
+    for prefix, label in prefixes:
+        lines.append(f"{label + 'model':<{width}} " + " ".join(cell(metrics.get(prefix + k)) for k in keys)
+                     + f" {format_pvalue(metrics.get(prefix + 'dm_pvalue')):>9}")
+        persistence = [metrics.get(prefix + "persistence_" + k) for k in keys[:3]] + [0.0]
+        lines.append(f"{label + 'persistence':<{width}} " + " ".join(cell(v) for v in persistence))
+    pooled = len(tickers) > 1
+    skill = metrics.get("test/pooled/skill" if pooled else "test/skill")
+    pvalue = metrics.get("test/pooled/dm_pvalue" if pooled else "test/dm_pvalue")
     if skill is not None and pvalue is not None:
         verdict = "beats" if skill > 0 else "does not beat"
         significant = "significant" if pvalue < 0.05 else "not significant"
-        lines.append(f"The model {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
+        what = (f"Pooled over {len(tickers)} tickers (squared errors relative to persistence's on each ticker), the "
+                "model" if pooled else "The model")
+        lines.append(f"{what} {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
                      f"Diebold-Mariano p = {format_pvalue(pvalue)} ({significant} at 5%).")
     print("\nTest period, in price units:\n" + "\n".join(lines))
     names = [k.removeprefix("test/coverage_") for k in metrics if k.startswith("test/coverage_")]
@@ -177,11 +189,26 @@ def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataM
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
         # verbose=False: Lightning's table shows float32 values (a tiny p-value as 0.0); print_summary follows
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
-    if trainer.is_global_zero:
-        predictions_frame(datamodule, model.test_results).to_csv(out / "predictions.csv", index=False)
     # float64 from the model, not Lightning's float32 callback_metrics (tiny p-values would become 0)
-    return {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics,
-            "intervals": model.interval_method}
+    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics,
+               "intervals": model.interval_method}
+    if trainer.is_global_zero:
+        predictions = predictions_frame(datamodule, model.test_results)
+        predictions.to_csv(out / "predictions.csv", index=False)
+        if len(datamodule.tickers) > 1:
+            metrics.update(ticker_metrics(predictions))
+    return metrics
+
+
+def split_info(datamodule: StockDataModule) -> dict:
+    """The run's tickers and date ranges for metrics.json; the fold when it is one of a walk-forward backtest."""
+    period, test = datamodule.period, datamodule.windows["test"]
+    info = {"tickers": datamodule.tickers, "train_start": str(period.train_start.date()) if period.train_start
+            else None, "train_end": str(period.train_end.date()), "test_start": str(test["date"].min().date()),
+            "test_end": str(test["date"].max().date())}
+    if datamodule.backtest is not None:
+        info.update(fold=datamodule.backtest.fold, n_folds=datamodule.backtest.n_folds)
+    return info
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -195,7 +222,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = checkpoint_file(cfg.ckpt_path)
         resume = load_checkpoint(ckpt_path) if ckpt_path not in (None, "last") else None
         L.seed_everything(cfg.seed, workers=True)
-        datamodule: StockDataModule = instantiate(cfg.data)
+        datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
         model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
                                         window=datamodule.window, interval_levels=cfg.interval_levels,
                                         _convert_="all")
@@ -232,6 +259,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
         elif cfg.test:
             metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
+        metrics.update(split_info(datamodule))
         metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
                        best_checkpoint=best or None)
         logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
@@ -299,6 +327,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
         metrics.update(test_and_write(trainer, model, datamodule, out))
+        metrics.update(split_info(datamodule))
         metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
                        data=datamodule.source, **layout)
         if trainer.is_global_zero:
@@ -313,32 +342,38 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def predict(cfg: DictConfig) -> pd.DataFrame:
-    """Forecast the `horizon` trading days after the last row of `cfg.data` with a trained model, with intervals;
-    writes forecast.csv and forecast.png into the output folder and prints the table."""
+    """Forecast the `horizon` trading days after the last row of `cfg.data` with a trained model, with intervals,
+    one forecast per ticker; writes forecast.csv and forecast.png into the output folder and prints the table."""
     route_lightning_logs_to_hydra()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
                                         interval_levels=list(cfg.interval_levels))
     datamodule = data_for_checkpoint(cfg.data, data_state)
-    x, history = datamodule.latest_window()
-    dates, calendar = future_dates(history.index[-1], datamodule.horizon, cfg.calendar)
+    x, tickers, histories = datamodule.latest_windows()  # (T, W, F), (T,), {ticker: target history}
+    last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
     model.eval()
-    last = torch.tensor([float(history.iloc[-1])], dtype=torch.float64)
     with torch.no_grad():
-        point, quantiles = model.prices(model.forecast(x).double(), last, datamodule.to_price)
+        point, quantiles = model.prices(model.forecast(x), last, tickers, datamodule.to_price)
         try:  # split-conformal needs the validation windows of the training split
             datamodule.setup("predict")
             calibration, reason = model.validation_errors(datamodule), NO_INTERVALS
         except DataError as err:
             calibration, reason = None, f"none: no validation windows for conformal intervals ({err})"
-    found = forecast_intervals(point, (model.quantiles, quantiles) if model.quantiles else None,
-                               calibration[0] if calibration else None, model.interval_levels)
-    bands = central_bands(found[0], found[1][0]) if found else {}  # the one window's (H,) bounds per level
-    frame = forecast_frame(dates, point[0], bands, float(history.iloc[-1]))
+    errors, error_tickers = (calibration[0], calibration[2]) if calibration else (None, None)
+    found = forecast_intervals(point, (model.quantiles, quantiles) if model.quantiles else None, errors,
+                               model.interval_levels, tickers, error_tickers)
+    frames, calendars = [], set()
+    for i, (ticker, history) in enumerate(histories.items()):
+        dates, calendar = future_dates(history.index[-1], datamodule.horizon, cfg.calendar)
+        calendars.add(calendar)
+        bands = central_bands(found[0], found[1][i]) if found else {}  # this ticker's (H,) bounds per level
+        frames.append(forecast_frame(ticker, dates, point[i], bands, float(history.iloc[-1])))
+    frame = pd.concat(frames, ignore_index=True)
     frame.to_csv(out / "forecast.csv", index=False)
-    title = f"{datamodule.target}, the {len(dates)} {calendar} after {history.index[-1].date()}"
-    plot_forecast(history, frame, out / "forecast.png", f"{type(model).__name__}: {title}")
+    ends = sorted({str(h.index[-1].date()) for h in histories.values()})
+    title = f"{datamodule.target}, the {datamodule.horizon} {', '.join(sorted(calendars))} after {', '.join(ends)}"
+    plot_forecast(histories, frame, out / "forecast.png", f"{type(model).__name__}: {title}")
     print(f"\n{type(model).__name__} ({cfg.ckpt_path}) on {datamodule.source}: {title}\n"
           + frame.to_string(index=False, float_format="%.3f")
           + f"\nIntervals: {found[2] if found else reason}. Written to {out}/forecast.csv and forecast.png.")

@@ -77,7 +77,8 @@ def test_the_json_alone_maps_the_exported_outputs_to_the_runs_prices(prices_csv,
     assert layout["input"]["features"] == ["Low", "High"] and layout["target_transform"] == "diff"
     prices = pd.read_csv(prices_csv, parse_dates=["Date"]).set_index("Date")
     scaler = layout["scaler"]
-    low, high = (np.array(scaler[k]) for k in ("data_min", "data_max"))
+    assert scaler["tickers"] == ["IBM"]  # one series: row 0 of the per-ticker lists
+    low, high = (np.array(scaler[k][0]) for k in ("data_min", "data_max"))
     scaled = ((prices[scaler["columns"]].to_numpy() - low) / (high - low))[:, : len(layout["input"]["features"])]
     predictions = pd.read_csv(run_dir / "predictions.csv", parse_dates=["date"])
     window = layout["input"]["shape"][1]
@@ -85,7 +86,7 @@ def test_the_json_alone_maps_the_exported_outputs_to_the_runs_prices(prices_csv,
     windows = torch.tensor(np.stack([scaled[e - window : e] for e in ends]), dtype=torch.float32)
     y = run_exported(tmp_path / "ts" / "model.pt", "torchscript", windows)
     last = prices[layout["target"]].to_numpy()[[e - 1 for e in ends]]
-    forecast = last[:, None] + y * layout["change_scale"]  # the JSON's to_price for diff
-    assert layout["to_price"] == "price = last + y * change_scale"
+    forecast = last[:, None] + y * layout["change_scale"][0]  # the JSON's to_price for diff
+    assert layout["to_price"] == "price = last + y * change_scale[k]"
     np.testing.assert_allclose(forecast[:, 0], predictions["predicted"], rtol=1e-5)
     np.testing.assert_allclose(forecast[:, 1], predictions["predicted_t+2"], rtol=1e-5)

@@ -191,7 +191,7 @@ def test_without_a_validation_set_the_run_and_predict_say_conformal_intervals_ne
     assert "conformal intervals need a validation set" in capsys.readouterr().out
     frame = predict(compose_entry("predict", [f"ckpt_path={tmp_path / 'run'}", "data=csv", f"data.path={prices_csv}",
                                               "data.val_fraction=0"], tmp_path / "predict"))
-    assert list(frame.columns) == ["date", "step", "forecast", "persistence"]
+    assert list(frame.columns) == ["date", "ticker", "step", "forecast", "persistence"]
     assert "Intervals: none: conformal intervals need a validation set" in capsys.readouterr().out
 
 

@@ -44,8 +44,9 @@ def test_run_writes_every_output_of_a_training_run(fast_cfg, tmp_path):
     assert saved["num_parameters"] == metrics["num_parameters"] > 0
 
     predictions = pd.read_csv(out / "predictions.csv", parse_dates=["date"])
-    assert list(predictions.columns) == ["date", "actual", "predicted", "persistence", "lower_80", "upper_80",
-                                         "lower_95", "upper_95"]  # split-conformal bands, as interval_levels
+    assert list(predictions.columns) == ["date", "ticker", "actual", "predicted", "persistence", "lower_80",
+                                         "upper_80", "lower_95", "upper_95"]  # split-conformal bands, interval_levels
+    assert set(predictions["ticker"]) == {"IBM"}  # the Name column of the synthetic file
     assert predictions["date"].min() >= pd.Timestamp("2022-01-01") and predictions["date"].is_unique
     rmse = ((predictions["predicted"] - predictions["actual"]) ** 2).mean() ** 0.5
     assert rmse == pytest.approx(metrics["test/rmse"], rel=1e-12)  # the CSV holds what the metrics were computed on

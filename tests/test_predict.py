@@ -13,7 +13,7 @@ from lstm_zoo.checks import CheckpointError, ConfigError, exit_on_user_error, us
 from lstm_zoo.data import DataError
 from lstm_zoo.forecasting import future_dates
 from lstm_zoo.pipeline import evaluate, export, predict, run
-from tests.conftest import FAST, compose_entry, compose_train, write_prices_csv
+from tests.conftest import FAST, compose_entry, compose_train, write_prices_csv, write_tickers_csv
 
 TINY = [*FAST, "model=vanilla", "model.hidden_size=4", "trainer.limit_train_batches=2"]
 
@@ -34,8 +34,8 @@ def test_predict_on_the_embedded_ibm_data_forecasts_the_five_sessions_after_it(t
     frame = predict(compose_entry("predict", [f"ckpt_path={tmp_path / 'run'}"], tmp_path / "predict"))
     assert [d.isoformat() for d in frame["date"]] == ["2013-03-04", "2013-03-05", "2013-03-06", "2013-03-07",
                                                       "2013-03-08"]
-    assert list(frame.columns) == ["date", "step", "forecast", "lower_80", "upper_80", "lower_95", "upper_95",
-                                   "persistence"]
+    assert list(frame.columns) == ["date", "ticker", "step", "forecast", "lower_80", "upper_80", "lower_95",
+                                   "upper_95", "persistence"]
     assert (frame["persistence"] == 202.94).all()  # IBM's High on 2013-03-01, the last day of the data
     assert ((frame["lower_95"] <= frame["lower_80"]) & (frame["lower_80"] <= frame["forecast"])
             & (frame["forecast"] <= frame["upper_80"]) & (frame["upper_80"] <= frame["upper_95"])).all()
@@ -83,7 +83,7 @@ def test_predict_without_a_training_split_still_forecasts_and_says_why_there_is_
     prices.to_csv(tmp_path / "short.csv", index=False)
     overrides = [f"ckpt_path={path / 'run'}", "data=csv", f"data.path={tmp_path}/short.csv"]
     frame = predict(compose_entry("predict", overrides, tmp_path / "predict"))
-    assert len(frame) == 3 and list(frame.columns) == ["date", "step", "forecast", "persistence"]
+    assert len(frame) == 3 and list(frame.columns) == ["date", "ticker", "step", "forecast", "persistence"]
 
 
 @pytest.mark.parametrize("case", ["not_a_checkpoint", "missing_columns", "shorter_than_window", "export_format",
@@ -122,3 +122,20 @@ def test_bad_input_is_one_line_naming_the_field_and_the_fix(trained, tmp_path, c
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(lines) == 1 and "\n" not in lines[0] and lines[0].startswith(error.__name__)
     assert not (tmp_path / "out" / "forecast.csv").exists()
+
+
+def test_a_multi_ticker_model_forecasts_each_ticker_with_its_own_scale_and_intervals(tmp_path):
+    """AAA near $500, BBB near $25: one global model, one forecast per ticker, each in its own prices, each ticker's
+    conformal intervals calibrated on its own validation windows (BBB's about 20 times narrower)."""
+    csv = write_tickers_csv(tmp_path / "all_stocks.csv")
+    data = ["data=csv", f"data.path={csv}", "data.tickers=all"]
+    run(compose_train([*data, "data.horizon=2", "data.target_transform=log_return", *TINY], tmp_path / "run"))
+    frame = predict(compose_entry("predict", [f"ckpt_path={tmp_path / 'run'}", *data], tmp_path / "predict"))
+    assert frame["ticker"].tolist() == ["AAA", "AAA", "BBB", "BBB"]
+    prices = pd.read_csv(csv)
+    for ticker, rows in frame.groupby("ticker"):
+        last = prices[prices["Name"] == ticker]["High"].iloc[-1]
+        assert (rows["persistence"] == last).all()
+        assert (rows["forecast"] - last).abs().max() < 0.2 * last  # a log-return model stays near its price
+    width = (frame["upper_80"] - frame["lower_80"]).groupby(frame["ticker"]).mean()
+    assert 8 < width["AAA"] / width["BBB"] < 50

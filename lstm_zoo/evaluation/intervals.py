@@ -92,14 +92,24 @@ def conformal_radius(errors: Tensor, level: float) -> Tensor:
     return errors.abs().sort(dim=0).values[rank - 1]
 
 
-def conformal_forecast(point: Tensor, errors: Tensor, levels: Sequence[float]) -> tuple[tuple[float, ...], Tensor]:
+def conformal_forecast(point: Tensor, errors: Tensor, levels: Sequence[float], groups: Tensor | None = None,
+                       error_groups: Tensor | None = None) -> tuple[tuple[float, ...], Tensor]:
     """Point forecasts (B, H) and calibration errors (N, H) -> (quantile levels, quantile forecasts (B, H, Q)).
 
     Each central level L gives the quantiles (1 - L) / 2 and (1 + L) / 2 as point -/+ its radius, and the point
-    forecast is the median; ordered along Q, since a higher level's radius is a higher order statistic. Levels that
-    need more calibration windows than there are (infinite radius) are left out: compare the returned levels.
+    forecast is the median; ordered along Q, since a higher level's radius is a higher order statistic. With
+    `groups` (B,) and `error_groups` (N,), e.g. tickers of different price scales, each group is calibrated on its
+    own errors. Levels that need more calibration windows than a group has (infinite radius) are left out:
+    compare the returned levels.
     """
-    radius = {level: conformal_radius(errors, level) for level in sorted(levels)}
+    groups = torch.zeros(len(point), dtype=torch.long, device=point.device) if groups is None else groups
+    error_groups = torch.zeros(len(errors), dtype=torch.long, device=errors.device) if error_groups is None \
+        else error_groups
+    n_groups = int(max(groups.max(), error_groups.max())) + 1 if len(point) and len(errors) else 1
+    radius = {}
+    for level in sorted(levels):  # (groups, H) -> each window's group's radius (B, H)
+        per_group = torch.stack([conformal_radius(errors[error_groups == g], level) for g in range(n_groups)])
+        radius[level] = per_group.to(point.device)[groups]
     kept = [level for level, r in radius.items() if bool(torch.isfinite(r).all())]
     quantiles = (*((1 - level) / 2 for level in reversed(kept)), 0.5, *((1 + level) / 2 for level in kept))
     columns = [point - radius[level] for level in reversed(kept)] + [point] + [point + radius[level] for level in kept]
@@ -149,17 +159,19 @@ NO_INTERVALS = "none: conformal intervals need a validation set (data.val_fracti
 
 
 def forecast_intervals(point: Tensor, quantile_forecast: tuple[tuple[float, ...], Tensor] | None,
-                       errors: Tensor | None, levels: Sequence[float]) -> tuple[tuple[float, ...], Tensor, str] | None:
+                       errors: Tensor | None, levels: Sequence[float], groups: Tensor | None = None,
+                       error_groups: Tensor | None = None) -> tuple[tuple[float, ...], Tensor, str] | None:
     """A model's quantile forecasts in prices: (quantile levels, (B, H, Q), how they were made).
 
     A quantile head's own `quantile_forecast` (levels, prices) when it has one, else split-conformal intervals at
-    the central `levels` around `point` (B, H) from calibration `errors` (N, H); None when neither exists.
+    the central `levels` around `point` (B, H) from calibration `errors` (N, H), per ticker (`groups`,
+    `error_groups`); None when neither exists.
     """
     if quantile_forecast is not None:
         return (*quantile_forecast, f"quantile head {list(quantile_forecast[0])}")
     if errors is None:
         return None
-    quantiles, forecast = conformal_forecast(point, errors, levels)
+    quantiles, forecast = conformal_forecast(point, errors, levels, groups, error_groups)
     kept = {level for level, _, _ in central_intervals(quantiles)}
     dropped = [level_name(level) for level in levels if not any(math.isclose(level, k) for k in kept)]
     if dropped:
@@ -168,24 +180,26 @@ def forecast_intervals(point: Tensor, quantile_forecast: tuple[tuple[float, ...]
     return quantiles, forecast, f"split-conformal from {len(errors)} validation windows"
 
 
-def interval_report(pred: Tensor, persistence: Tensor, actual: Tensor,
+def interval_report(pred: Tensor, persistence: Tensor, actual: Tensor, ticker: Tensor,
                     quantile_forecast: tuple[tuple[float, ...], Tensor] | None,
-                    calibration: tuple[Tensor, Tensor] | None,
+                    calibration: tuple[Tensor, Tensor, Tensor] | None,
                     levels: Sequence[float]) -> tuple[dict[str, float], dict[float, tuple[Tensor, Tensor]], str]:
     """The test period's interval scores of a model and of persistence (split-conformal at the model's levels).
 
-    pred, persistence, actual (B, H) in prices; `calibration` the validation errors (N, H) of the model and of
-    persistence. Returns the metrics (coverage_<L>, width_<L>, pinball, crps, and the same with persistence_),
-    the model's bands {level: (lower, upper)} and how its intervals were made.
+    pred, persistence, actual (B, H) in prices, ticker (B,); `calibration` the validation errors (N, H) of the
+    model and of persistence and their tickers (N,): each ticker is calibrated on its own windows. Returns the
+    metrics over all windows (coverage_<L>, width_<L>, pinball, crps, and the same with persistence_), the
+    model's bands {level: (lower, upper)} and how its intervals were made.
     """
-    model_errors, persistence_errors = calibration or (None, None)
-    found = forecast_intervals(pred.double(), quantile_forecast, model_errors, levels)
+    model_errors, persistence_errors, error_tickers = calibration or (None, None, None)
+    found = forecast_intervals(pred.double(), quantile_forecast, model_errors, levels, ticker, error_tickers)
     if found is None:
         return {}, {}, NO_INTERVALS
     quantiles, forecast, method = found
     bands = central_bands(quantiles, forecast)
     metrics = interval_metrics(forecast, actual, quantiles)
     if persistence_errors is not None:
-        p_quantiles, p_forecast = conformal_forecast(persistence.double(), persistence_errors, list(bands))
+        p_quantiles, p_forecast = conformal_forecast(persistence.double(), persistence_errors, list(bands), ticker,
+                                                     error_tickers)
         metrics.update({f"persistence_{k}": v for k, v in interval_metrics(p_forecast, actual, p_quantiles).items()})
     return metrics, bands, method

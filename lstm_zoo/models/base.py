@@ -64,9 +64,9 @@ class Forecaster(L.LightningModule):
         self.val_persistence_rmse = MeanSquaredError(squared=False)
         self.test_results: dict[str, Tensor] = {}
         self.test_metrics: dict[str, float] = {}  # float64 from computation to metrics.json (self.log is float32)
-        self.calibration: tuple[Tensor, Tensor] | None = None  # validation errors (model, persistence) for conformal
+        self.calibration: tuple[Tensor, Tensor, Tensor] | None = None  # validation errors for conformal intervals
         self.interval_method = ""  # how the test period's intervals were made (metrics.json `intervals`)
-        self._test_batches: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._test_batches: list[tuple[Tensor, ...]] = []
 
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define forward: (B, window, features) -> "
@@ -99,12 +99,13 @@ class Forecaster(L.LightningModule):
         """Windows (B, window, features) -> point forecasts (B, H) or ordered quantiles (B, H, Q), scaled units."""
         return self.to_forecast(self(x))
 
-    def prices(self, forecast: Tensor, last: Tensor,
-               to_price: Callable[[Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor | None]:
-        """`to_forecast`'s output in prices: the point forecast (B, H) and a quantile head's quantiles (B, H, Q) or
-        None. `to_price` (the data module's) is increasing, so the quantiles stay ordered."""
-        quantiles = to_price(forecast.flatten(1), last).view_as(forecast) if self.quantiles else None
-        return to_price(self.point(forecast), last), quantiles
+    def prices(self, forecast: Tensor, last: Tensor, ticker: Tensor,
+               to_price: Callable[[Tensor, Tensor, Tensor], Tensor]) -> tuple[Tensor, Tensor | None]:
+        """`to_forecast`'s output in prices, for windows whose last price is `last` (B,) and ticker `ticker` (B,):
+        the point forecast (B, H) and a quantile head's quantiles (B, H, Q) or None. `to_price` (the data module's)
+        is increasing, so the quantiles stay ordered."""
+        quantiles = to_price(forecast.flatten(1), last, ticker).view_as(forecast) if self.quantiles else None
+        return to_price(self.point(forecast), last, ticker), quantiles
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         """MSE of a point forecast, or the pinball loss of a quantile head, on forward's output and targets (B, H)."""
@@ -139,7 +140,8 @@ class Forecaster(L.LightningModule):
         out = self(batch.x)
         self.val_loss.update(self.loss(out, batch.y), len(out))
         y_hat = self.point(self.to_forecast(out))
-        pred, actual = self.trainer.datamodule.to_price(y_hat, batch.last).float(), batch.actual.float()
+        pred = self.trainer.datamodule.to_price(y_hat, batch.last, batch.ticker).float()
+        actual = batch.actual.float()
         self.val_metrics.update(pred, actual)
         self.val_persistence_rmse.update(persistence_forecast(batch.last, actual.shape[1]).float(), actual)
 
@@ -154,8 +156,9 @@ class Forecaster(L.LightningModule):
         out = self(batch.x)
         self.log("test/loss", self.loss(out, batch.y), batch_size=len(out), sync_dist=True)
         # float64 prices: the true ones from the data, not a float32 round trip through the scaler
-        pred, quantiles = self.prices(self.to_forecast(out), batch.last, self.trainer.datamodule.to_price)
-        self._test_batches.append((pred, batch.actual, batch.last, quantiles))
+        pred, quantiles = self.prices(self.to_forecast(out), batch.last, batch.ticker,
+                                     self.trainer.datamodule.to_price)
+        self._test_batches.append((pred, batch.actual, batch.last, batch.ticker, quantiles))
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
@@ -163,33 +166,35 @@ class Forecaster(L.LightningModule):
         self.calibration = self.validation_errors(datamodule) if datamodule is not None else None
 
     @torch.no_grad()
-    def validation_errors(self, datamodule: L.LightningDataModule) -> tuple[Tensor, Tensor] | None:
-        """Price errors (N, H) of the point forecast and of persistence on the validation windows, the calibration
-        set of split-conformal intervals (windows never trained on); None without validation windows."""
+    def validation_errors(self, datamodule: L.LightningDataModule) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Price errors (N, H) of the point forecast and of persistence on the validation windows, and each window's
+        ticker (N,): the calibration set of split-conformal intervals (never trained on); None without one."""
         dataset = datamodule.datasets.get("val")
         if dataset is None or len(dataset) == 0:
             return None
-        model_errors, persistence_errors = [], []
+        model_errors, persistence_errors, tickers = [], [], []
         for batch in datamodule.val_dataloader():
-            x, last, actual = (t.to(self.device) for t in (batch.x, batch.last, batch.actual))  # float64 prices
-            model_errors.append(actual - self.prices(self.forecast(x), last, datamodule.to_price)[0])
-            persistence_errors.append(actual - persistence_forecast(last, actual.shape[1]))
-        return torch.cat(model_errors), torch.cat(persistence_errors)
+            batch = Batch(*(t.to(self.device) for t in batch))  # float64 prices
+            point = self.prices(self.forecast(batch.x), batch.last, batch.ticker, datamodule.to_price)[0]
+            model_errors.append(batch.actual - point)
+            persistence_errors.append(batch.actual - persistence_forecast(batch.last, batch.actual.shape[1]))
+            tickers.append(batch.ticker)
+        return torch.cat(model_errors), torch.cat(persistence_errors), torch.cat(tickers)
 
     def on_test_epoch_end(self) -> None:
         """Metrics in price units for the model and for persistence, over the whole test period at once."""
-        pred, actual, last, quantiles = zip(*self._test_batches)
-        pred, actual, last = torch.cat(pred), torch.cat(actual), torch.cat(last)
+        pred, actual, last, ticker, quantiles = zip(*self._test_batches)
+        pred, actual, last, ticker = torch.cat(pred), torch.cat(actual), torch.cat(last), torch.cat(ticker)
         quantiles = torch.cat(quantiles) if self.quantiles else None
         self._test_batches.clear()
         persistence = persistence_forecast(last, actual.shape[1])
-        self.test_results = {"pred": pred, "actual": actual, "persistence": persistence}
+        self.test_results = {"pred": pred, "actual": actual, "persistence": persistence, "ticker": ticker}
         metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
         metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
         metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})
         quantile_forecast = (self.quantiles, quantiles) if self.quantiles else None
         intervals, self.test_results["intervals"], self.interval_method = interval_report(
-            pred, persistence, actual, quantile_forecast, self.calibration, self.interval_levels)
+            pred, persistence, actual, ticker, quantile_forecast, self.calibration, self.interval_levels)
         metrics.update({f"test/{k}": v for k, v in intervals.items()})  # coverage, width, pinball, CRPS
         self.test_metrics = metrics  # skill, direction, Diebold-Mariano included; float64 Python floats
         self.log_dict(metrics)  # progress bar and TensorBoard (float32 there)
