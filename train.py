@@ -18,8 +18,9 @@ OmegaConf.register_new_resolver("shorten", lambda text, n=100: str(text)[: int(n
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    """Returns validation RMSE, the value a sweeper (e.g. optuna) minimizes: always finite, or the job fails."""
+def main(cfg: DictConfig) -> float | None:
+    """Returns validation RMSE, the value a sweeper (e.g. optuna) minimizes: always finite, or the job fails.
+    None for a run without a validation set (data.val_fraction=0)."""
     try:
         metrics = run(cfg)
     except Exception as err:
@@ -30,6 +31,8 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise cause.with_traceback(None) from None  # the sweep runs its other jobs, then exits 1
         sys.exit(1)
+    if cfg.data.val_fraction == 0:
+        return None
     value = metrics.get("val/rmse", math.nan)
     if not math.isfinite(value):  # optuna 2.10 crashes the whole study on NaN; a failed trial it can skip
         raise FloatingPointError(f"val/rmse is {value}: nothing to optimize.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -12,7 +13,11 @@ import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from lightning.pytorch.callbacks import ModelSummary  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 class ForecastPlot(L.Callback):
@@ -48,6 +53,29 @@ class ForecastPlot(L.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("test/forecast", fig, global_step=trainer.global_step)
         plt.close(fig)
+
+
+class ParameterSummary(ModelSummary):
+    """Lightning's model summary (into the log, so train.log has it too) without its FLOPs column and total.
+
+    Lightning 2.6 counts FLOPs only with an `example_input_array` and torch's counter does not see the fused
+    LSTM kernels anyway, so it printed "0" for every model: a number nobody can act on.
+    """
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int = 0, **kwargs) -> None:
+        columns = [(name, [str(v) for v in values]) for name, values in summary_data if name not in ("FLOPs", "Mode")]
+        widths = [max(len(name), *(len(v) for v in values)) if values else len(name) for name, values in columns]
+        rows = [" | ".join(name.ljust(w) for (name, _), w in zip(columns, widths))]
+        rows.append("-" * len(rows[0]))
+        rows += [" | ".join(values[i].ljust(w) for (_, values), w in zip(columns, widths))
+                 for i in range(len(columns[0][1]))]
+        frozen = total_parameters - trainable_parameters
+        rows.append(f"{get_human_readable_count(trainable_parameters).strip()} trainable parameters"
+                    + (f" ({get_human_readable_count(frozen).strip()} frozen)" if frozen else "")
+                    + f", {model_size:.3f} MB")
+        log.info("Model:\n%s", "\n".join(rows))
 
 
 class RNGState(L.Callback):

@@ -50,7 +50,7 @@ def check_config(cfg: DictConfig) -> None:
     limits = [("data.window", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
               ("data.horizon", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
               ("data.batch_size", lambda v: v >= 1 and v == int(v), "an integer >= 1"),
-              ("data.val_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
+              ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1) (0: no validation set)"),
               ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
               ("model.optimizer.lr", lambda v: 0 < v < math.inf, "> 0"),
               ("trainer.max_epochs", lambda v: v >= 1 or v == -1, ">= 1 (or -1 for no limit)")]
@@ -68,6 +68,7 @@ def check_config(cfg: DictConfig) -> None:
     if len(dates) == 2 and dates["data.test_start"] <= dates["data.train_end"]:
         raise ConfigError(f"data.test_start={dates['data.test_start'].date()} must be after data.train_end="
                           f"{dates['data.train_end'].date()}: the test period follows the training period.")
+    check_validation_use(cfg)
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
@@ -80,6 +81,27 @@ def check_config(cfg: DictConfig) -> None:
             and HydraConfig.get().mode == RunMode.MULTIRUN):
         raise ConfigError("trainer=ddp cannot run inside a multirun (-m): each DDP process would re-run the whole "
                           "sweep. Fix: trainer.strategy.start_method=spawn, or run the DDP jobs one at a time.")
+
+
+def check_validation_use(cfg: DictConfig) -> None:
+    """`test_checkpoint` is `best` or `last`; without a validation set (data.val_fraction=0) nothing may watch val/*."""
+    choice = OmegaConf.select(cfg, "test_checkpoint", default="best")
+    if choice not in ("best", "last"):
+        raise ConfigError(f"test_checkpoint={choice!r} is not one of ['best', 'last'] (best: the checkpoint with the "
+                          "lowest val/loss; last: the weights after the last epoch).")
+    if OmegaConf.select(cfg, "data.val_fraction") != 0:
+        return
+    watchers = [f"callbacks.{name}" for name, node in (cfg.get("callbacks") or {}).items()
+                if node is not None and str(node.get("monitor") or "").startswith("val/")]
+    if str(OmegaConf.select(cfg, "model.scheduler._target_") or "").endswith("ReduceLROnPlateau"):  # on val/loss
+        watchers.append("scheduler")
+    if choice == "best":
+        watchers.append("test_checkpoint=best")
+    if watchers:
+        drop = " ".join(f"'~{w}'" for w in watchers if w.startswith("callbacks."))
+        raise ConfigError(f"data.val_fraction=0 leaves no validation set, but {', '.join(watchers)} need(s) val/loss. "
+                          f"Fix: test_checkpoint=last {drop} scheduler=null (as experiment=tutorial does), or a "
+                          "data.val_fraction > 0.".replace("  ", " "))
 
 
 def checkpoint_file(path: str | None) -> str | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from lstm_zoo.callbacks import ForecastPlot
 from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint, user_error
 from lstm_zoo.data import StockDataModule
+from lstm_zoo.evaluation.metrics import format_pvalue
 from lstm_zoo.lifecycle import Plan, RunRecord, plan_run, read_record, record_hydra_files, write_json
 from lstm_zoo.models import Forecaster
 
@@ -32,12 +34,25 @@ def single_device_tester(trainer: L.Trainer) -> L.Trainer:
                      default_root_dir=trainer.default_root_dir, enable_progress_bar=False, enable_model_summary=False)
 
 
+class DropLightningNoise(logging.Filter):
+    """Lines Lightning 2.6 logs at every Trainer start that no user can act on: a tip to install its cloud logger,
+    and a note that our own model summary callback replaces its default one. Warnings are never dropped."""
+
+    NOISE = ("litlogger", "Skipping setting a default `ModelSummary` callback")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(text in record.getMessage() for text in self.NOISE)
+
+
 def route_lightning_logs_to_hydra() -> None:
     """Lightning's own handlers do not propagate, so its lines would miss Hydra's log file."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropLightningNoise) for f in rank_zero.filters):
+        rank_zero.addFilter(DropLightningNoise())
     logging.captureWarnings(True)
     # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -54,22 +69,52 @@ def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFram
     return frame
 
 
+def experiment_hparams(cfg: DictConfig, model: Forecaster) -> dict:
+    """The values that define an experiment, for TensorBoard's HPARAMS tab (the full config is in .hydra/).
+
+    model.* (architecture, init, optimizer and scheduler settings), data.* (series, features, split, window),
+    the seed, the trainer's epochs and precision, and the names of the chosen model/optimizer/scheduler/experiment.
+    """
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    params = {"experiment": choices.get("experiment") or "none", "model": choices.get("model", type(model).__name__),
+              "optimizer": choices.get("optimizer"), "scheduler": choices.get("scheduler") or "none",
+              "seed": cfg.seed, "trainer/max_epochs": cfg.trainer.get("max_epochs"),
+              "trainer/precision": cfg.trainer.get("precision"), "model/class": type(model).__name__,
+              "model/num_parameters": model.num_parameters}
+    skip = {"_target_", "_partial_", "date_column", "sep"}
+
+    def leaves(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if key in skip:
+                continue
+            if isinstance(value, dict):
+                leaves(value, f"{prefix}/{key}")
+            else:
+                params[f"{prefix}/{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
+
+    for group in ("model", "data", "backtest"):
+        if cfg.get(group) is not None:
+            leaves(OmegaConf.to_container(cfg[group], resolve=True), group)
+    return params
+
+
 def print_summary(metrics: dict) -> None:
     """Model and persistence side by side; skill and the Diebold-Mariano test say whether the model is better."""
     def cell(value: float | None, width: int = 9) -> str:
         return f"{value:>{width}.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>{width}}"
 
-    keys = ("rmse", "mae", "mape", "skill", "directional_accuracy", "dm_stat", "dm_pvalue")
+    keys = ("rmse", "mae", "mape", "skill", "directional_accuracy", "dm_stat")
     lines = [f"{'':<12} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} {'DM p':>9}"]
-    lines.append(f"{'model':<12} " + " ".join(cell(metrics.get("test/" + k)) for k in keys))
+    lines.append(f"{'model':<12} " + " ".join(cell(metrics.get("test/" + k)) for k in keys)
+                 + f" {format_pvalue(metrics.get('test/dm_pvalue')):>9}")
     persistence = [metrics.get("test/persistence_" + k) for k in keys[:3]] + [0.0]
     lines.append(f"{'persistence':<12} " + " ".join(cell(v) for v in persistence))
     skill, pvalue = metrics.get("test/skill"), metrics.get("test/dm_pvalue")
     if skill is not None and pvalue is not None:
         verdict = "beats" if skill > 0 else "does not beat"
+        significant = "significant" if pvalue < 0.05 else "not significant"
         lines.append(f"The model {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
-                     f"Diebold-Mariano p = {pvalue:.3g} ({'significant' if pvalue < 0.05 else 'not significant'} "
-                     "at 5%).")
+                     f"Diebold-Mariano p = {format_pvalue(pvalue)} ({significant} at 5%).")
     print("\nTest period, in price units:\n" + "\n".join(lines))
 
 
@@ -78,10 +123,12 @@ def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataM
     """Test `model` (with the weights of `ckpt_path` if given), write predictions.csv; returns the test/ metrics."""
     with warnings.catch_warnings():  # under DDP the process group is still up while rank 0 tests alone
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # verbose=False: Lightning's table shows float32 values (a tiny p-value as 0.0); print_summary follows
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     if trainer.is_global_zero:
         predictions_frame(datamodule, model.test_results).to_csv(out / "predictions.csv", index=False)
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    # float64 from the model, not Lightning's float32 callback_metrics (tiny p-values would become 0)
+    return {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -132,7 +179,7 @@ def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]
 
 
 def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> None:
-    """Build the run's objects, train (resuming `plan.ckpt_path`), test the best checkpoint; fills `metrics`."""
+    """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`."""
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule: StockDataModule = instantiate(cfg.data)
@@ -143,10 +190,8 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
         issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
     logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-    params = OmegaConf.to_container(cfg, resolve=True)
-    params.update(model_class=type(model).__name__, num_parameters=model.num_parameters)
-    logger.log_hyperparams(params, metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan,
-                                            "hp/test_skill": math.nan})
+    logger.log_hyperparams(experiment_hparams(cfg, model),
+                           metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan, "hp/test_skill": math.nan})
     if plan.checkpoint is not None:
         keep_best_across_folders(trainer, plan.checkpoint)
 
@@ -154,27 +199,31 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exists and is not empty")  # resuming in the run's own folder
         trainer.fit(model, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
-    metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch)
+    metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
+                   optimizer_steps=trainer.global_step,
+                   windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
+    validated = len(datamodule.datasets["val"]) > 0
     last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):  # sweepers can't rank NaN
+    if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
         raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
                                  f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
-                                 "trainer.gradient_clip_val=1.0.")
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
+                                 "trainer.gradient_clip_val=1.0.")  # sweepers can't rank NaN
+    ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
+    best = ranking.best_model_path if ranking else ""
+    tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
+    if tested:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
         loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
-        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+        trainer.validate(model, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
         trainer.loggers = loggers
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    metrics.update(tested_weights="best" if tested else "last")  # the weights test/* describe
     if cfg.test and trainer.world_size > 1:
         if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
             return
-        metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, best or None))
+        metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
     elif cfg.test:
-        metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=best or None))
-    metrics.update(model=type(model).__name__, num_parameters=model.num_parameters,
-                   best_checkpoint=trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
-                   else None)
+        metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
+    metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=best or None)
     logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
                         "hp/test_rmse": metrics.get("test/rmse", math.nan),
                         "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)

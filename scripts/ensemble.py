@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics
+from lstm_zoo.evaluation.metrics import format_pvalue
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -69,7 +70,7 @@ def summarize(runs: list[Path], by: list[str] | None = None) -> pd.DataFrame:
             "val_rmse_mean": statistics.fmean(val_rmse) if val_rmse else math.nan,
             "val_skill_mean": statistics.fmean(val_skill) if val_skill else math.nan,
             "skill_per_seed": " ".join(fmt(s, "+.4f") for s in skills),
-            "dm_p_per_seed": " ".join(fmt(m.get("test/dm_pvalue"), ".2g") for m in singles),
+            "dm_p_per_seed": " ".join(format_pvalue(m.get("test/dm_pvalue")) for m in singles),
             "beats_on_every_seed": all(s is not None and s > 0 for s in skills),
             "ensemble_rmse": ensemble["test/rmse"], "persistence_rmse": ensemble["test/persistence_rmse"],
             "ensemble_skill": ensemble["test/skill"], "ensemble_directional_accuracy":
@@ -81,7 +82,12 @@ def summarize(runs: list[Path], by: list[str] | None = None) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     """The table as Markdown (numbers to 4 decimals), to paste into notes."""
-    cells = [[fmt(v, ".4f") if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    def cell(column: str, value: object) -> str:
+        if column == "ensemble_dm_pvalue":
+            return format_pvalue(value)
+        return fmt(value, ".4f") if isinstance(value, float) else str(value)
+
+    cells = [[cell(c, v) for c, v in zip(table.columns, row)] for row in table.itertuples(index=False)]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 

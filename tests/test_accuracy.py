@@ -18,9 +18,9 @@ from hydra.utils import instantiate
 from scipy import stats
 from torch import Tensor
 
-from lstm_zoo.data import StockDataModule, add_derived_features, clean_prices
+from lstm_zoo.data import DataError, StockDataModule, add_derived_features, clean_prices
 from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics
-from lstm_zoo.evaluation.metrics import compare_with_persistence, diebold_mariano, directional_accuracy
+from lstm_zoo.evaluation.metrics import compare_with_persistence, diebold_mariano, directional_accuracy, format_pvalue
 from lstm_zoo.models import Forecaster
 from tests.conftest import FAST, ROOT, compose_train
 
@@ -130,6 +130,87 @@ def test_diebold_mariano_uses_lag_autocovariances_and_hln_for_longer_horizons() 
     assert statistic == pytest.approx(1 / r3)
     assert pvalue == pytest.approx(2 * stats.t.sf(1 / r3, df=3))
     assert diebold_mariano(b, a, horizon=2)[0] == pytest.approx(-statistic)
+
+
+def test_diebold_mariano_falls_back_to_one_step_throughout_like_r_when_the_variance_is_not_positive() -> None:
+    """R's forecast::dm.test redoes the whole test with h = 1, HLN factor included, when the long-run variance at
+    h > 1 is not positive; d = [3, -1, 3, -1, 3, -1] has gamma0 = 4, gamma1 = -20/6, so 4 + 2 * gamma1 < 0."""
+    r3 = math.sqrt(3)
+    a = torch.tensor([[r3, r3], [0.0, 0.0]] * 3)
+    b = torch.tensor([[0.0, 0.0], [1.0, 1.0]] * 3)
+    # h = 1 by hand: mean 1, gamma0 = 4, DM = 1 / sqrt(4 / 6), HLN factor sqrt((6 + 1 - 2) / 6)
+    expected = math.sqrt(6 / 4) * math.sqrt(5 / 6)
+    statistic, pvalue = diebold_mariano(a, b, horizon=2)
+    assert statistic == pytest.approx(expected) and pvalue == pytest.approx(2 * stats.t.sf(expected, df=5))
+    assert (statistic, pvalue) == diebold_mariano(a, b, horizon=1)
+
+
+def test_diebold_mariano_of_a_constant_loss_differential_is_defined() -> None:
+    """One forecast better by the same amount every day: zero variance; the limit, not a ZeroDivisionError."""
+    better, worse = torch.ones(20, 1), torch.full((20, 1), 2.0)
+    assert diebold_mariano(better, worse) == (-math.inf, 0.0)
+    assert diebold_mariano(worse, better, horizon=3) == (math.inf, 0.0)
+    assert diebold_mariano(worse, worse) == (0.0, 1.0)
+    assert format_pvalue(0.0) == "< 1e-300" and format_pvalue(1e-120) == "1e-120" and format_pvalue(0.013) == "0.013"
+
+
+class ConstantLevel(Forecaster):
+    """Predicts the same scaled level on every day (a bad, confidently wrong forecast)."""
+
+    def __init__(self, level: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.level = level
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.full((len(x), self.hparams.horizon), self.level)
+
+
+def test_test_metrics_stay_float64_so_tiny_p_values_are_not_zero(prices_csv: Path) -> None:
+    """Lightning logs float32: a Diebold-Mariano p-value below ~1e-45 would become 0; test_metrics keep float64."""
+    dm = StockDataModule(path=str(prices_csv), window=10)
+    model = ConstantLevel(level=-1.0, window=10)  # one training range below the minimum: far off every day
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=dm, verbose=False)
+    p = model.test_metrics["test/dm_pvalue"]
+    assert 0.0 < p < 1e-45 and trainer.callback_metrics["test/dm_pvalue"].item() == 0.0
+    results = model.test_results
+    assert model.test_metrics == pytest.approx({f"test/{k}": v for k, v in compare_with_persistence(
+        results["pred"], results["actual"], dm.datasets["test"].last).items()} | model.test_metrics, rel=1e-15)
+    assert all(isinstance(v, float) for v in model.test_metrics.values())
+
+
+def test_directional_accuracy_leaves_out_days_whose_price_did_not_change(tmp_path: Path) -> None:
+    """Level targets: the actual price is the file's, not a float32 scaling round trip, so an unchanged day has
+    no direction (it used to get a spurious one)."""
+    dates = pd.bdate_range("2020-01-01", "2021-12-31")
+    rng = np.random.default_rng(3)
+    high = np.round(100 + np.cumsum(rng.normal(0, 1, len(dates))), 2)
+    test = np.flatnonzero(dates >= "2021-01-01")
+    flat = test[5:60:6]  # ten test days on which High repeats the day before
+    high[flat] = high[flat - 1]
+    path = tmp_path / "flat.csv"
+    pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "High": high}).to_csv(path, index=False)
+    dm = StockDataModule(path=str(path), window=10)
+    model = ConstantLevel(level=10.0, window=10)  # far above every price: every forecast says "up"
+    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(model, datamodule=dm,
+                                                                                      verbose=False)
+    change = np.diff(high)[test - 1]  # each test day's change from the day before
+    assert (change == 0).sum() >= 10
+    assert model.test_metrics["test/directional_accuracy"] == pytest.approx((change > 0).sum() / (change != 0).sum())
+
+
+@pytest.mark.parametrize(("transform", "growth"), [("diff", lambda t: 100 + 0.01 * t),
+                                                   ("log_return", lambda t: 100 * 1.001**t)])
+def test_a_zero_change_scale_is_a_data_error_naming_the_cause(tmp_path: Path, transform: str, growth) -> None:
+    """Training prices that change by the same amount (diff) or ratio (log_return) every day: no change scale."""
+    dates = pd.bdate_range("2020-01-01", "2021-12-31")
+    high = growth(np.arange(len(dates), dtype=float))
+    high[dates >= "2021-01-01"] += np.random.default_rng(0).normal(0, 1, (dates >= "2021-01-01").sum())
+    path = tmp_path / "steady.csv"
+    pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "High": high}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"one-day change of High .* is the same.*Fix: data.target_transform=level"):
+        StockDataModule(path=str(path), window=10, target_transform=transform).setup()
+    StockDataModule(path=str(path), window=10).setup()  # level targets need no change scale
 
 
 def test_skill_is_zero_for_persistence_and_positive_for_a_better_forecast() -> None:

@@ -14,13 +14,17 @@ def model(name: str, epoch_s: float) -> dict:
 
 
 def results(stacked: float, peephole: float, job_fit: float, job_rmse: float, keras_fit: float,
-            keras_rmse: float) -> dict:
+            keras_rmse: float | list[float], keras_steps: int = 1700) -> dict:
+    keras = [keras_rmse] if isinstance(keras_rmse, float) else keras_rmse
     return {"machine": "test", "epochs": 5, "models": [model("stacked", stacked), model("peephole", peephole)],
             "plain_loop": {"epoch_s_median": 1.0},
-            "default_job": [{"wall_s": job_fit + 5, "fit_s": job_fit, "test_rmse": job_rmse, "persistence_rmse": 1.88,
+            "default_job": [{"wall_s": job_fit + 5, "fit_s": job_fit, "test_rmse": 4.0, "persistence_rmse": 1.88,
                              "epochs": 20}],
-            "keras": [{"fit_s": keras_fit, "test_rmse": keras_rmse, "epochs": 20,
-                       "versions": {"backend": "tensorflow", "backend_version": "2.21.0"}}]}
+            "tutorial": [{"seed": 0, "fit_s": job_fit, "test_rmse": job_rmse, "persistence_rmse": 1.54, "epochs": 20,
+                          "steps": 1700, "train_windows": 2709, "params": 71051}],
+            "keras": [{"dataset": "kaggle", "fit_s": keras_fit, "test_rmse": rmse, "epochs": 20, "steps": keras_steps,
+                       "trainable_params": 71051, "n_train_windows": 2709, "batch_size": 32,
+                       "versions": {"backend": "tensorflow", "backend_version": "2.21.0"}} for rmse in keras]}
 
 
 def rows(text: str) -> dict[str, list[str]]:
@@ -33,8 +37,10 @@ def test_targets_met():
                                           keras_rmse=8.0)))
     assert table["framework epoch / plain PyTorch epoch (stacked)"] == ["1.05x", "<= 1.1x", "met"]
     assert table["peephole epoch / stacked epoch"] == ["1.43x", "<= 1.5x", "met"]
-    assert table["default job fit speed-up over Keras fit"] == ["4.0x", ">= 3x (stretch 5x)", "met"]
-    assert table["default job test RMSE vs Keras (mean over seeds)"] == ["6.00 vs 8.00", "no worse", "met"]
+    speed = table["tutorial fit speed-up over Keras fit (same data, same steps)"]
+    assert speed == ["4.0x", ">= 3x (stretch 5x)", "met"]
+    assert table["tutorial test RMSE vs Keras (mean over seeds)"] == ["6.00 vs 8.00 (Keras 8.00 to 8.00)",
+                                                                     "within Keras' spread or better", "met"]
 
 
 def test_targets_missed():
@@ -42,8 +48,16 @@ def test_targets_missed():
                                           keras_rmse=8.0)))
     assert table["framework epoch / plain PyTorch epoch (stacked)"][2] == "missed"
     assert table["peephole epoch / stacked epoch"] == ["2.00x", "<= 1.5x", "missed"]
-    assert table["default job fit speed-up over Keras fit"][2] == "missed"
-    assert table["default job test RMSE vs Keras (mean over seeds)"][2] == "missed"
+    assert table["tutorial fit speed-up over Keras fit (same data, same steps)"][2] == "missed"
+    assert table["tutorial test RMSE vs Keras (mean over seeds)"][2] == "missed"
+
+
+def test_tutorial_rmse_counts_as_met_inside_the_keras_spread_and_speed_needs_equal_steps():
+    table = rows(benchmark.report(results(stacked=1.0, peephole=1.2, job_fit=20, job_rmse=9.0, keras_fit=100,
+                                          keras_rmse=[6.0, 10.0, 8.0], keras_steps=1800)))
+    assert table["tutorial test RMSE vs Keras (mean over seeds)"] == ["9.00 vs 8.00 (Keras 6.00 to 10.00)",
+                                                                     "within Keras' spread or better", "met"]
+    assert table["tutorial fit speed-up over Keras fit (same data, same steps)"][2] == "missed"  # 1700 != 1800 steps
 
 
 def test_overhead_is_the_median_of_interleaved_epochs():

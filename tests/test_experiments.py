@@ -82,18 +82,39 @@ def test_zoo_models_compose_and_instantiate(name: str) -> None:
     assert model(torch.randn(3, 12, 1)).shape == (3, 1)
 
 
-def test_tutorial_experiment_trains_to_2016_and_tests_on_2017(tmp_path: Path) -> None:
+def test_tutorial_experiment_trains_on_every_window_to_2016_and_tests_on_2017(tmp_path: Path) -> None:
     csv = write_prices_csv(tmp_path / "IBM.csv", start="2014-01-01", end="2017-12-31")
     cfg = compose_train(["experiment=tutorial", f"data.path={csv}"], tmp_path)
     assert (cfg.trainer.max_epochs, cfg.data.batch_size) == (20, 32)
     assert cfg.model.optimizer._target_ == "lstm_zoo.optim.KerasRMSprop" and cfg.model.optimizer.lr == 0.001
     model = instantiate(cfg.model, n_features=1, horizon=1, window=60, _convert_="all")
     assert len(model.layers) == 4 and model.layers[0].hidden_size == 50 and model.dropout.p == 0.2
+    assert model.num_parameters == 10_400 + 3 * 20_200 + 51  # Keras' summary of the tutorial's model: 71,051
+    assert not model.head.bias.any()  # Keras' Dense: Glorot kernel, zero bias
     dm: StockDataModule = instantiate(cfg.data)
     dm.setup()
     dates = pd.bdate_range("2014-01-01", "2017-12-31")
+    train_days = dates[dates.year <= 2016]
     assert dm.window == 60 and list(dm.test_dates) == list(dates[dates.year == 2017])
-    assert dm.val_dates[-1] == dates[dates.year == 2016][-1]  # training (incl. validation) ends with 2016
+    assert len(dm.datasets["val"]) == 0 and len(dm.datasets["train"]) == len(train_days) - 60  # all of them
+    assert dm.datasets["train"].actual[-1, 0] == pd.read_csv(csv).set_index("Date").loc[
+        train_days[-1].strftime("%Y-%m-%d"), "High"]  # the last training target is the last day of 2016
+    assert cfg.test_checkpoint == "last" and cfg.callbacks.checkpoint is None
+
+
+def test_tutorial_experiment_tests_the_weights_after_the_last_epoch(tmp_path: Path) -> None:
+    """No validation picks the weights: test/* are the final epoch's, i.e. those of checkpoints/last.ckpt."""
+    csv = write_prices_csv(tmp_path / "IBM.csv", start="2015-01-01", end="2017-12-31")
+    cfg = compose_train(["experiment=tutorial", f"data.path={csv}", "trainer.max_epochs=3", "model.hidden_size=8",
+                         "trainer.limit_train_batches=4", "trainer.enable_progress_bar=false"], tmp_path / "run")
+    metrics = run(cfg)
+    assert metrics["tested_weights"] == "last" and metrics["best_checkpoint"] is None
+    assert not any(key.startswith("val/") for key in metrics)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        eval_cfg = compose("eval", overrides=["data=csv", f"data.path={csv}", "data.test_start=2017-01-01",
+                                              f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+                                              f"output_dir={tmp_path / 'eval'}", "trainer.enable_progress_bar=false"])
+    assert evaluate(eval_cfg)["test/rmse"] == metrics["test/rmse"]
 
 
 def test_slurm_launcher_config_composes_with_the_trainer_layout() -> None:

@@ -23,10 +23,11 @@ def test_gru_has_three_quarters_of_the_lstm_recurrent_parameters():
 
 
 def test_stacked_default_matches_the_tutorial_parameter_count():
-    # Keras summary of the tutorial: 10,400 + 3 x 20,200 + 51 (Keras has one bias per gate, torch two)
+    # Keras summary of the tutorial: 10,400 + 3 x 20,200 + 51: one bias per gate (torch's nn.LSTM has two)
     model = RNNForecaster(cell="lstm", hidden_size=50, num_layers=4, dropout=0.2)
-    extra_torch_biases = 4 * 4 * 50
-    assert model.num_parameters == 10_400 + 3 * 20_200 + 51 + extra_torch_biases
+    assert model.num_parameters == 10_400 + 3 * 20_200 + 51
+    torch_init = RNNForecaster(cell="lstm", hidden_size=50, num_layers=4, dropout=0.2, init="torch")
+    assert torch_init.num_parameters == 10_400 + 3 * 20_200 + 51 + 4 * 4 * 50
 
 
 def test_dropout_follows_every_layer_including_the_last_like_keras():
@@ -84,11 +85,31 @@ def test_keras_init_sets_the_forget_gate_bias_and_orthogonal_recurrent_weights()
     model = RNNForecaster(cell="lstm", hidden_size=8, num_layers=2)  # init="keras" is the default
     layer = model.layers[1]
     assert torch.equal(layer.bias_ih_l0[8:16], torch.ones(8)) and not layer.bias_ih_l0[:8].any()
-    assert not layer.bias_hh_l0.any()
+    assert not layer.bias_hh_l0.any() and not layer.bias_hh_l0.requires_grad
     w = layer.weight_hh_l0  # (4H, H) with orthonormal columns
     assert torch.allclose(w.T @ w, torch.eye(8), atol=1e-5)
     torch_default = RNNForecaster(cell="lstm", hidden_size=8, num_layers=2, init="torch")
     assert torch_default.layers[1].bias_hh_l0.any()
+
+
+@pytest.mark.parametrize(("init", "moves"), [("keras", 1), ("torch", 2)])
+def test_an_lstm_gate_bias_moves_one_keras_step_per_update_with_one_bias(init: str, moves: int):
+    """nn.LSTM's bias_ih and bias_hh get the same gradient, so under RMSprop their sum moves two steps per update;
+    Keras init trains one bias per gate, which moves one: lr * g / sqrt((1 - rho) g^2 + eps) on the first step."""
+    torch.manual_seed(0)
+    model = RNNForecaster(cell="lstm", hidden_size=4, num_layers=1, dropout=0.0, init=init)
+    layer = model.layers[0]
+    before = (layer.bias_ih_l0 + layer.bias_hh_l0).detach().clone()
+    optimizer = model.configure_optimizers()
+    x, y = torch.randn(8, 6, 1), torch.randn(8, 1)
+    nn.functional.mse_loss(model(x), y).backward()
+    grad = layer.bias_ih_l0.grad.clone()
+    optimizer.step()
+    lr, rho, eps = 1e-3, 0.9, 1e-7  # lstm_zoo.optim.KerasRMSprop's defaults
+    one_step = lr * grad / torch.sqrt((1 - rho) * grad**2 + eps)
+    torch.testing.assert_close(before - (layer.bias_ih_l0 + layer.bias_hh_l0).detach(), moves * one_step)
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert (id(layer.bias_hh_l0) in trained) == (init == "torch")
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -114,7 +135,7 @@ def test_val_loss_is_the_mean_over_all_windows_and_a_nan_batch_keeps_it_nan(pric
                         enable_model_summary=False)
     val = dm.datasets["val"]
     assert len(val) > 3 * 7  # several batches, the last one partial unless the count divides
-    x, y, _ = val[torch.arange(len(val))]
+    x, y = val[torch.arange(len(val))][:2]
     with torch.no_grad():
         expected = nn.functional.mse_loss(model.eval()(x), y).item()
     assert trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"] == pytest.approx(expected, rel=1e-5)

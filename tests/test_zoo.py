@@ -187,7 +187,8 @@ def test_bidirectional_doubles_the_recurrent_parameters():
     one_way = nn.LSTM(2, 6)
     recurrent = sum(p.numel() for p in model.layers.parameters())
     assert recurrent == 2 * sum(p.numel() for p in one_way.parameters()) == 2 * 4 * (6 * (2 + 6) + 2 * 6)
-    assert model.num_parameters == recurrent + (2 * 6 + 1) * 1
+    frozen_biases = 2 * 4 * 6  # Keras init: one bias per gate, nn.LSTM's bias_hh is frozen in both directions
+    assert model.num_parameters == recurrent - frozen_biases + (2 * 6 + 1) * 1
 
 
 # --- encoder-decoder ------------------------------------------------------------------------------------------
@@ -319,6 +320,43 @@ def test_every_model_overfits_one_small_batch(name: str):
     with torch.no_grad():
         last = nn.functional.mse_loss(model.eval()(x), y).item()
     assert last < first / 10, f"{name}: loss {first:.4f} -> {last:.4f}"
+
+
+def recurrent_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if "weight_hh_l0" in dict(m.named_parameters(recurse=False))]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_follows_one_init_scheme(name: str):
+    """init=keras everywhere: Glorot Linear/Conv weights with zero biases, orthogonal recurrent weights, zero
+    biases (LSTM forget gate 1) and one trainable bias per LSTM gate; init=torch: torch's defaults, all trainable."""
+    torch.manual_seed(0)
+    keras, default = model_from_config(name, hidden_size=8, init="keras"), model_from_config(name, hidden_size=8,
+                                                                                            init="torch")
+    dense = [m for m in keras.modules() if isinstance(m, nn.Linear | nn.Conv1d)]
+    assert dense and all(m.bias is None or not m.bias.any() for m in dense)
+    for m in dense:
+        fan_out, fan_in = m.weight.shape[0] * m.weight[0, 0].numel(), m.weight[0].numel()
+        assert m.weight.abs().max() <= math.sqrt(6 / (fan_in + fan_out))  # Glorot-uniform's bound
+    frozen = 0
+    for layer in recurrent_modules(keras):
+        params = dict(layer.named_parameters(recurse=False))
+        hidden = params["weight_hh_l0"].shape[1]
+        lstm_like = params["weight_ih_l0"].shape[0] == 4 * hidden
+        for pname, p in params.items():
+            if pname.startswith("weight_hh"):
+                torch.testing.assert_close(p.T @ p, torch.eye(hidden), atol=1e-5, rtol=0)
+            if pname.startswith("bias_hh"):
+                assert not p.any() and p.requires_grad == (not lstm_like)
+                frozen += p.numel() * lstm_like
+            if pname.startswith("bias_ih"):
+                assert (p[hidden : 2 * hidden] == 1).all() if lstm_like else not p.any()
+    assert recurrent_modules(keras)
+    assert all(p.requires_grad for p in default.parameters())
+    assert any(m.bias.any() for m in default.modules() if isinstance(m, nn.Linear) and m.bias is not None)
+    assert keras.num_parameters == default.num_parameters - frozen
+    with pytest.raises(Exception, match=r"model.init='xavier' is not one of \['keras', 'torch'\]"):  # via Hydra
+        model_from_config(name, init="xavier")
 
 
 def tensorboard_tags(run_dir) -> dict[str, list[str]]:

@@ -50,8 +50,9 @@ class StockDataModule(L.LightningDataModule):
         for field, value, low in (("window", window, 1), ("horizon", horizon, 1), ("batch_size", batch_size, 1)):
             if int(value) < low:
                 raise DataError(f"data.{field}={value} is out of range: it must be an integer >= {low}.")
-        if not 0.0 < val_fraction < 1.0:
-            raise DataError(f"data.val_fraction={val_fraction} is out of range: it must be in (0, 1).")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"data.val_fraction={val_fraction} is out of range: it must be in [0, 1) "
+                            "(0: no validation set, train on every training window).")
         if not features:
             raise DataError("data.features is empty: list at least one column, e.g. data.features=[High].")
         if target_transform not in TARGET_TRANSFORMS:
@@ -117,43 +118,54 @@ class StockDataModule(L.LightningDataModule):
             self.scaler = MinMaxScaler().fit(train[self.columns].to_numpy())  # train only: no test leakage
         if self.change_scale is None and self.target_transform != "level":
             prices = train[self.target].to_numpy()
-            self.change_scale = float(np.std(self._change(prices[1:], prices[:-1])))
+            changes = self._change(prices[1:], prices[:-1])
+            self.change_scale = float(np.std(changes))
+            if not self.change_scale > 1e-9 * np.abs(changes).max():  # 0 up to rounding: constant changes
+                raise DataError(f"{self.source}: every one-day change of {self.target} over the training period "
+                                f"is the same, so data.target_transform={self.target_transform} has no change "
+                                "scale (its standard deviation is 0). Fix: data.target_transform=level, or a "
+                                "training period whose prices move.")
         history = pd.concat([train.iloc[-self.window:], test])  # test windows start with the last `window` days
-        train_x, train_y, train_last, train_dates = self._windows(train)
-        if len(train_x) < 2:
-            raise DataError(f"{self.source}: the training period gives {len(train_x)} window(s); at least 2 are "
-                            "needed (one to train, one to validate). Fix: a smaller data.window or more data.")
-        n_val = min(max(round(len(train_x) * self.val_fraction), 1), len(train_x) - 1)
-        cut = len(train_x) - n_val  # validation = the last windows of the training period, chronologically
-        test_x, test_y, test_last, self.test_dates = self._windows(history)
+        train_windows, train_dates = self._windows(train)
+        n_train, needed = len(train_dates), 2 if self.val_fraction > 0 else 1
+        if n_train < needed:
+            raise DataError(f"{self.source}: the training period gives {n_train} window(s); at least "
+                            f"{needed} are needed (one to train{', one to validate' if needed == 2 else ''}). "
+                            "Fix: a smaller data.window or more data.")
+        n_val = min(max(round(n_train * self.val_fraction), 1), n_train - 1) if self.val_fraction > 0 else 0
+        cut = n_train - n_val  # validation = the last windows of the training period, chronologically
+        test_windows, self.test_dates = self._windows(history)
         self.val_dates = train_dates[cut:]
         self.datasets = {
-            "train": WindowDataset(train_x[:cut], train_y[:cut], train_last[:cut]),
-            "val": WindowDataset(train_x[cut:], train_y[cut:], train_last[cut:]),
-            "test": WindowDataset(test_x, test_y, test_last),
+            "train": WindowDataset(*(t[:cut] for t in train_windows)),
+            "val": WindowDataset(*(t[cut:] for t in train_windows)),
+            "test": WindowDataset(*test_windows),
         }
         log.info("%s: %d train / %d val / %d test windows (train to %s, test from %s)", self.source, cut, n_val,
-                 len(test_x), train_end.date(), test_start.date())
+                 len(self.test_dates), train_end.date(), test_start.date())
 
     def _change(self, future: np.ndarray, last: np.ndarray) -> np.ndarray:
         return target_change(future, last, self.target_transform, self.target, self.source)
 
-    def _windows(self, part: pd.DataFrame) -> tuple[Tensor, Tensor, Tensor, pd.DatetimeIndex]:
+    def _windows(self, part: pd.DataFrame) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], pd.DatetimeIndex]:
+        """(x, y, last, actual) of every window of `part` (see `Batch`), and each window's first target date."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         scaled = torch.as_tensor(self.scaler.transform(part[self.columns].to_numpy()), dtype=torch.float32)
         scaled = scaled.to(device)  # whole series on the device once: no per-batch host-to-device copies
         prices = part[self.target].to_numpy()
-        target = torch.tensor(prices, dtype=torch.float32, device=device)
+        target = torch.tensor(prices, dtype=torch.float64, device=device)  # exact prices for metrics
         x, y = make_windows(scaled[:, : self.n_features], scaled[:, self.target_index], self.window, self.horizon)
         last = target[self.window - 1 : self.window - 1 + len(x)]
+        actual = target[self.window :].unfold(0, self.horizon, 1)[: len(x)]  # (N, H) view
         if self.target_transform != "level":  # y[i, k] = change from the window's last day to its k+1-th target
             future = np.lib.stride_tricks.sliding_window_view(prices[self.window :], self.horizon)[: len(x)]
             change = self._change(future, prices[self.window - 1 : self.window - 1 + len(x), None])
             y = torch.tensor(change / self.change_scale, dtype=torch.float32, device=device)  # (N, H), float64 math
-        return x, y, last, part.index[self.window : self.window + len(x)]
+        return (x, y, last, actual), part.index[self.window : self.window + len(x)]
 
     def to_price(self, y: Tensor, last: Tensor) -> Tensor:
         """Model outputs (B, H) in scaled units -> prices (B, H); `last` (B,) anchors change-based targets."""
+        y = y.double()  # prices in float64, like the true ones they are compared with
         if self.target_transform == "level":
             scale, offset = float(self.scaler.scale_[self.target_index]), float(self.scaler.min_[self.target_index])
             return (y - offset) / scale

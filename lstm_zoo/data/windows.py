@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -30,15 +32,24 @@ def make_windows(series: Tensor, target: Tensor, window: int, horizon: int) -> t
     return x, y
 
 
+class Batch(NamedTuple):
+    """What a model step sees; fields, not positions, so that a new field breaks no caller."""
+
+    x: Tensor  # (B, window, features), MinMax-scaled on the training period
+    y: Tensor  # (B, horizon), the training target: scaled level, or scaled change from `last`
+    last: Tensor  # (B,), float64: the last known target price (the persistence forecast)
+    actual: Tensor  # (B, horizon), float64: the true target prices, never round-tripped through the scaler
+
+
 class WindowDataset(Dataset):
     """Windows held as tensor views; indexed with a whole batch of indices at once (no per-sample loop)."""
 
-    def __init__(self, x: Tensor, y: Tensor, last: Tensor) -> None:
-        self.x, self.y, self.last = x, y, last
+    def __init__(self, x: Tensor, y: Tensor, last: Tensor, actual: Tensor) -> None:
+        self.x, self.y, self.last, self.actual = x, y, last, actual
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, index: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        return self.x[index], self.y[index], self.last[index]
+    def __getitem__(self, index: list[int]) -> Batch:
+        return Batch(self.x[index], self.y[index], self.last[index], self.actual[index])
 

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
+from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
 from lstm_zoo.lifecycle import effective_status  # noqa: E402
 
 METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
@@ -141,9 +142,10 @@ def formatted(table: pd.DataFrame) -> pd.DataFrame:
     shown["persistence_rmse"] = [f"{v:.3f}" if pd.notna(v) else "n/a" for v in table["persistence_rmse"]]
     shown["skill"] = [pm(m, s) for m, s in zip(table["skill_mean"], table["skill_std"])]
     shown["beats_every_seed"] = ["n/a" if pd.isna(v) else "yes" if v > 0 else "no" for v in table["skill_min"]]
-    shown["dm_p_max"] = [f"{v:.2g}" if pd.notna(v) else "n/a" for v in table["dm_p_max"]]
-    for column, digits in (("ensemble_rmse", ".3f"), ("ensemble_skill", ".3f"), ("ensemble_dm_p", ".2g")):
+    shown["dm_p_max"] = [format_pvalue(v) if pd.notna(v) else "n/a" for v in table["dm_p_max"]]
+    for column, digits in (("ensemble_rmse", ".3f"), ("ensemble_skill", ".3f")):
         shown[column] = [f"{v:{digits}}" if pd.notna(v) else "n/a" for v in table[column]]
+    shown["ensemble_dm_p"] = [format_pvalue(v) if pd.notna(v) else "n/a" for v in table["ensemble_dm_p"]]
     shown["failed"] = table["failed"].to_numpy()
     return shown.rename(columns=COLUMNS)
 

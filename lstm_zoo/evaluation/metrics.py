@@ -56,9 +56,12 @@ def diebold_mariano(errors_a: Tensor, errors_b: Tensor, horizon: int = 1) -> tup
 
     errors (T, H): forecast errors of two forecasts of the same targets, one row per forecast origin; the
     loss differential d_t is the difference of their mean squared errors over the H steps. Its long-run
-    variance sums the autocovariances up to lag `horizon` - 1 (overlapping h-step forecasts), falling back
-    to the variance alone if that sum is not positive. Returns (statistic, two-sided p-value) from Student's
-    t with T - 1 degrees of freedom, as R's forecast::dm.test. A negative statistic means `a` is more accurate.
+    variance sums the autocovariances up to lag `horizon` - 1 (overlapping h-step forecasts). As R's
+    forecast::dm.test: when that sum is not positive the whole test is redone with h = 1 (the HLN factor
+    included), and the p-value is two-sided from Student's t with T - 1 degrees of freedom. Where R stops
+    (zero variance at h = 1: a constant loss differential), a constant non-zero differential gives the limit,
+    an infinite statistic with p = 0 (one forecast is better by the same amount on every day), and identical
+    losses give (0, 1). A negative statistic means `a` is more accurate.
     """
     d = (errors_a.double() ** 2).mean(dim=1) - (errors_b.double() ** 2).mean(dim=1)  # (T,)
     n = d.numel()
@@ -66,14 +69,24 @@ def diebold_mariano(errors_a: Tensor, errors_b: Tensor, horizon: int = 1) -> tup
         return float("nan"), float("nan")
     if bool((d == 0).all()):
         return 0.0, 1.0  # identical losses on every day: no evidence of any difference
-    centred = d - d.mean()
+    mean = d.mean().item()
+    centred = d - mean
     autocov = [(centred[k:] * centred[: n - k]).sum().item() / n for k in range(min(horizon, n))]
     variance = autocov[0] + 2 * sum(autocov[1:])
     if variance <= 0:
-        variance = autocov[0]
-    statistic = d.mean().item() / math.sqrt(variance / n)
+        if horizon > 1:
+            return diebold_mariano(errors_a, errors_b, horizon=1)
+        return math.copysign(math.inf, mean), 0.0
+    statistic = mean / math.sqrt(variance / n)
     statistic *= math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)  # HLN small-sample correction
     return statistic, float(2 * stats.t.sf(abs(statistic), df=n - 1))
+
+
+def format_pvalue(p: float | None) -> str:
+    """A p-value for people: never "0"; one below float64's range (it underflows to 0) reads "< 1e-300"."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "< 1e-300" if p < 1e-300 else f"{p:.3g}"
 
 
 def compare_with_persistence(pred: Tensor, actual: Tensor, last: Tensor) -> dict[str, float]:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lstm_zoo.models.base import Forecaster
+from lstm_zoo.models.init import init_weights
 
 
 class Attention(nn.Module):
@@ -49,6 +50,7 @@ class AttentionForecaster(Forecaster):
         self.attention = Attention(hidden_size, score)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * hidden_size, self.hparams.horizon)
+        init_weights(self, self.hparams.init)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, return_weights: bool = False) -> Tensor | tuple:
         """x (B, W, F) -> (B, horizon), and the attention weights (B, W) with return_weights=True."""

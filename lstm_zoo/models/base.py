@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
 import torch
@@ -10,7 +11,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
+from lstm_zoo.data.windows import Batch
 from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
+from lstm_zoo.models.init import check_init
 from lstm_zoo.optim import KerasRMSprop
 
 
@@ -23,12 +26,16 @@ class Forecaster(L.LightningModule):
         n_features, horizon, window: the data layout, passed in by the pipeline from the data module.
         optimizer: a partial optimizer (`_partial_: true` in conf/optimizer), completed with the parameters.
         scheduler: an optional partial LR scheduler, stepped on `val/loss`.
+        init: the weight initialization of every layer, `keras` or `torch` (see lstm_zoo.models.init); each
+            subclass applies it with `init_weights(self, self.hparams.init)` once its layers exist.
     """
 
     def __init__(self, n_features: int = 1, horizon: int = 1, window: int = 60,
                  optimizer: Callable[..., Optimizer] | None = None,
-                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None) -> None:
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+                 init: Literal["keras", "torch"] = "keras") -> None:
         super().__init__()
+        check_init(init)
         # plain numbers only in hparams (no partials): checkpoints then load with weights_only=True
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -44,6 +51,7 @@ class Forecaster(L.LightningModule):
         # persistence on the same validation days: val/rmse below it means skill, comparable across target_transform
         self.val_persistence_rmse = MeanSquaredError(squared=False)
         self.test_results: dict[str, Tensor] = {}
+        self.test_metrics: dict[str, float] = {}  # float64 from computation to metrics.json (self.log is float32)
         self._test_batches: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
@@ -55,10 +63,11 @@ class Forecaster(L.LightningModule):
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Trainable parameters (Keras init freezes nn.LSTM's duplicate bias: it is not a parameter in Keras)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y, _ = batch
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        x, y = batch.x, batch.y
         loss = self.loss_fn(self.training_forward(x, y), y)
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -75,14 +84,12 @@ class Forecaster(L.LightningModule):
         self.log("train/loss_epoch", self.train_loss.compute(), prog_bar=True, sync_dist=True)
         self.train_loss.reset()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        x, y, last = batch
-        y_hat = self(x)
-        self.val_loss.update(self.loss_fn(y_hat, y), len(x))
-        to_price = self.trainer.datamodule.to_price
-        actual = to_price(y, last)
-        self.val_metrics.update(to_price(y_hat, last), actual)
-        self.val_persistence_rmse.update(persistence_forecast(last, actual.shape[1]), actual)
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        y_hat = self(batch.x)
+        self.val_loss.update(self.loss_fn(y_hat, batch.y), len(y_hat))
+        pred, actual = self.trainer.datamodule.to_price(y_hat, batch.last).float(), batch.actual.float()
+        self.val_metrics.update(pred, actual)
+        self.val_persistence_rmse.update(persistence_forecast(batch.last, actual.shape[1]).float(), actual)
 
     def on_validation_epoch_end(self) -> None:  # compute() syncs over DDP ranks; sync_dist averages equal values
         self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
@@ -91,12 +98,11 @@ class Forecaster(L.LightningModule):
         for metric in (self.val_loss, self.val_metrics, self.val_persistence_rmse):
             metric.reset()
 
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        x, y, last = batch
-        y_hat = self(x)
-        self.log("test/loss", self.loss_fn(y_hat, y), batch_size=len(x), sync_dist=True)
-        to_price = self.trainer.datamodule.to_price
-        self._test_batches.append((to_price(y_hat, last), to_price(y, last), last))
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        y_hat = self(batch.x)
+        self.log("test/loss", self.loss_fn(y_hat, batch.y), batch_size=len(y_hat), sync_dist=True)
+        # float64 prices: the true ones from the data, not a float32 round trip through the scaler
+        self._test_batches.append((self.trainer.datamodule.to_price(y_hat, batch.last), batch.actual, batch.last))
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
@@ -107,11 +113,11 @@ class Forecaster(L.LightningModule):
         self._test_batches.clear()
         persistence = persistence_forecast(last, actual.shape[1])
         self.test_results = {"pred": pred, "actual": actual, "persistence": persistence}
-        for prefix, forecast in (("test/", pred), ("test/persistence_", persistence)):
-            for key, value in forecast_metrics(forecast, actual).items():
-                self.log(prefix + key, value)
-        for key, value in compare_with_persistence(pred, actual, last).items():  # skill, direction, Diebold-Mariano
-            self.log("test/" + key, value)
+        metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
+        metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
+        metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})
+        self.test_metrics = metrics  # skill, direction, Diebold-Mariano included; float64 Python floats
+        self.log_dict(metrics)  # progress bar and TensorBoard (float32 there)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the class as an import path (a plain string): eval.py rebuilds the model from the checkpoint alone
@@ -119,7 +125,7 @@ class Forecaster(L.LightningModule):
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or KerasRMSprop
-        optimizer = factory(self.parameters())
+        optimizer = factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

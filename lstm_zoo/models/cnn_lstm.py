@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lstm_zoo.models.base import Forecaster
+from lstm_zoo.models.init import init_weights
 
 
 class CNNLSTMForecaster(Forecaster):
@@ -40,6 +41,7 @@ class CNNLSTMForecaster(Forecaster):
                             dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, self.hparams.horizon)
+        init_weights(self, self.hparams.init)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, W, F) -> (B, C, W) -> (B, C, L) -> (B, L, C)

@@ -10,22 +10,9 @@ from torch import Tensor, nn
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.dropout import FastDropout
 from lstm_zoo.models.gru import FusedGRU
+from lstm_zoo.models.init import init_weights
 
 CELLS = {"lstm": nn.LSTM, "gru": FusedGRU}  # FusedGRU is nn.GRU with a fused CPU recurrence (2x faster there)
-
-
-def keras_init(layers: nn.Module, forget_bias: bool) -> None:
-    """Keras' recurrent defaults: Glorot-uniform input weights, orthogonal recurrent weights, zero biases and,
-    for LSTMs, a forget-gate bias of 1 (torch's default uniform init leaves deep stacks stuck near a constant)."""
-    for name, param in layers.named_parameters():
-        if "weight_ih" in name:  # (gates * H, inputs), as Keras' (inputs, gates * H) kernel
-            nn.init.xavier_uniform_(param)
-        elif "weight_hh" in name:
-            nn.init.orthogonal_(param)
-        elif "bias" in name:
-            nn.init.zeros_(param)
-            if forget_bias and "bias_ih" in name:
-                param.data[param.shape[0] // 4 : param.shape[0] // 2] = 1.0  # torch gate order: i, f, g, o
 
 
 class RNNForecaster(Forecaster):
@@ -40,22 +27,18 @@ class RNNForecaster(Forecaster):
     """
 
     def __init__(self, cell: Literal["lstm", "gru"] = "lstm", hidden_size: int = 50, num_layers: int = 4,
-                 dropout: float = 0.2, bidirectional: bool = False, init: Literal["keras", "torch"] = "keras",
-                 **kwargs) -> None:
+                 dropout: float = 0.2, bidirectional: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
         if hidden_size < 1 or num_layers < 1:
             raise ValueError(f"model.hidden_size={hidden_size} and model.num_layers={num_layers} must be >= 1.")
-        if init not in ("keras", "torch"):
-            raise ValueError(f"model.init={init!r} is not one of ['keras', 'torch']")
         directions = 2 if bidirectional else 1
         sizes = [self.hparams.n_features] + [hidden_size * directions] * num_layers
         self.layers = nn.ModuleList(self.recurrent_layer(sizes[i]) for i in range(num_layers))
         self.dropout = FastDropout(dropout)
         self.head = nn.Linear(hidden_size * directions, self.hparams.horizon)
-        if init == "keras":
-            keras_init(self.layers, forget_bias=cell != "gru")
+        init_weights(self, self.hparams.init)
 
     def recurrent_layer(self, input_size: int) -> nn.Module:
         """One layer, (B, W, input_size) -> ((B, W, directions * hidden), state); a subclass swaps the cell."""

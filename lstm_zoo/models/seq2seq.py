@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lstm_zoo.models.base import Forecaster
+from lstm_zoo.models.init import init_weights
 
 
 class EncoderDecoderForecaster(Forecaster):
@@ -27,6 +28,7 @@ class EncoderDecoderForecaster(Forecaster):
         self.decoder = nn.LSTM(1, hidden_size, num_layers, batch_first=True, dropout=between)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, 1)
+        init_weights(self, self.hparams.init)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """x (B, W, F) -> (B, horizon); pass the targets y (B, horizon) to allow teacher forcing."""

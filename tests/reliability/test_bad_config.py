@@ -43,7 +43,7 @@ def test_added_misspelled_key_fails_before_training(fast_cfg, tmp_path: Path) ->
     ("model.dropout=-0.1", r"model\.dropout=-0\.1 is out of range: it must be in \[0, 1\)"),
     ("model.optimizer.lr=0", r"model\.optimizer\.lr=0 is out of range: it must be > 0"),
     ("model.optimizer.lr=-1e-3", r"model\.optimizer\.lr=-0\.001 is out of range: it must be > 0"),
-    ("data.val_fraction=1.5", r"data\.val_fraction=1\.5 is out of range: it must be in \(0, 1\)"),
+    ("data.val_fraction=1.5", r"data\.val_fraction=1\.5 is out of range: it must be in \[0, 1\)"),
     ("data.train_end=2022-06-30", r"data\.test_start=2022-01-01 must be after data\.train_end=2022-06-30"),
     ("data.test_start=soon", r"data\.test_start='soon' is not a date"),
 ])
@@ -54,6 +54,26 @@ def test_out_of_range_values_fail_at_start(fast_cfg, tmp_path: Path, override: s
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
     metrics = read_metrics(tmp_path / "run")
     assert metrics["status"] == "failed" and metrics["error"].startswith("ConfigError: ")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["test_checkpoint=newest"], r"test_checkpoint='newest' is not one of \['best', 'last'\]"),
+    (["data.val_fraction=0"], r"data\.val_fraction=0 leaves no validation set, but callbacks\.checkpoint, "
+                              r"test_checkpoint=best need\(s\) val/loss\. Fix: test_checkpoint=last "
+                              r"'~callbacks\.checkpoint' scheduler=null"),
+    (["data.val_fraction=0", "test_checkpoint=last", "~callbacks.checkpoint", "scheduler=reduce_on_plateau"],
+     r"data\.val_fraction=0 leaves no validation set, but scheduler need\(s\) val/loss"),
+])
+def test_runs_without_a_validation_set_must_not_watch_val_loss(fast_cfg, tmp_path: Path, overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run(fast_cfg(*overrides))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_run_without_a_validation_set_trains_on_every_window(fast_cfg) -> None:
+    metrics = run(fast_cfg("data.val_fraction=0", "test_checkpoint=last", "~callbacks.checkpoint",
+                           "trainer.limit_val_batches=0"))
+    assert metrics["status"] == "completed" and metrics["windows"]["val"] == 0 and metrics["tested_weights"] == "last"
 
 
 def test_gpu_trainer_without_cuda_is_one_sentence(fast_cfg, monkeypatch) -> None:
