@@ -20,9 +20,9 @@ TINY = ["data.window=10", "model.hidden_size=8", "model.num_layers=1",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
-def train_cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """`python train.py <args>` in `cwd`, in its own process group, killed as a group on timeout."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "HYDRA_FULL_ERROR": "0"}
+def train_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python train.py <args>` in `cwd` (with `env` added), in its own process group, killed as a group on timeout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "HYDRA_FULL_ERROR": "0", **(env or {})}
     env.pop("LOCAL_RANK", None)
     # SIGINT back to its default: a shell that started this test run in the background (`cmd &`, nohup, some CI
     # runners) ignores SIGINT, children inherit that, and Python then installs no KeyboardInterrupt handler

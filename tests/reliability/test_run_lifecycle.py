@@ -126,7 +126,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(make_cfg, complet
     assert not list((folder / "checkpoints").glob(".*.tmp"))
 
 
-def test_a_failed_run_resumes_from_its_checkpoint_to_identical_results(make_cfg, completed: Path,
+def test_ckpt_path_to_a_failed_run_resumes_it_to_identical_results(make_cfg, completed: Path,
                                                                       tmp_path: Path) -> None:
     folder = tmp_path / "run"
     fault = [f"+callbacks.fault._target_={FailAt.__module__}.FailAt", f"+callbacks.fault.marks={tmp_path / 'marks'}",
@@ -134,10 +134,12 @@ def test_a_failed_run_resumes_from_its_checkpoint_to_identical_results(make_cfg,
     with pytest.raises(RuntimeError, match="injected failure at batch:1:2"):
         run(make_cfg(folder, *fault))
     assert read_metrics(folder)["status"] == "failed"
-    metrics = run(make_cfg(folder, *fault))  # the same command: the fault fired once already
-    assert metrics["status"] == "completed" and read_metrics(folder)["process"]["resumed_from"].endswith("last.ckpt")
+    resumed = tmp_path / "resumed"  # the same command (the fault fired once already), continued in a new folder
+    metrics = run(make_cfg(resumed, *fault, f"ckpt_path={folder}"))
+    assert read_metrics(resumed)["process"]["resumed_from"] == str(folder / "checkpoints" / "last.ckpt")
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
     assert results(metrics) == results(read_metrics(completed))  # bit-identical to the uninterrupted run
-    assert (folder / "predictions.csv").read_text() == (completed / "predictions.csv").read_text()
+    assert (resumed / "predictions.csv").read_text() == (completed / "predictions.csv").read_text()
 
 
 def test_a_live_run_keeps_its_folder(make_cfg, tmp_path: Path) -> None:
