@@ -21,8 +21,9 @@ from lstm_zoo.callbacks import ForecastPlot
 from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint, user_error
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.evaluation.metrics import format_pvalue
-from lstm_zoo.lifecycle import Plan, RunRecord, plan_run, read_record, record_hydra_files, write_json
+from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files
 from lstm_zoo.models import Forecaster
+from lstm_zoo.records import RunRecord, read_record, write_json
 
 log = logging.getLogger(__name__)
 

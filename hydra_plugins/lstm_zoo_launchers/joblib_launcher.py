@@ -3,7 +3,7 @@
 When one loky worker dies (the out-of-memory killer, a pre-empted machine), stock joblib raises
 `TerminatedWorkerError`: loky kills the other running jobs with it, the queued jobs never start and the sweep
 aborts. This launcher keeps the results that came back, re-runs each job that was running, alone (it resumes from
-its newest checkpoint, see lstm_zoo.lifecycle), to find the one whose process dies; that job is recorded as failed
+its newest checkpoint: lstm_zoo.lifecycle), to find the one whose process dies; that job is recorded as failed
 in its folder, and the other jobs run to the end. Joblib options are the stock plugin's.
 """
 
@@ -112,7 +112,7 @@ class JoblibLauncher(StockJoblibLauncher):
     @staticmethod
     def killed_job(number: int, overrides: list[str], folder: Path) -> JobReturn:
         """The result of a job whose process dies even alone: recorded as failed in its folder; the sweep goes on."""
-        from lstm_zoo.lifecycle import record_failure
+        from lstm_zoo.records import record_failure
 
         error = WorkerKilledError(f"job #{number}: its process was killed (SIGKILL) twice, the second time running "
                                   f"alone (out of memory?); recorded as failed in {folder}. Fix: re-run the sweep "

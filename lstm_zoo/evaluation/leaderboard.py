@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
 from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
-from lstm_zoo.lifecycle import effective_status  # noqa: E402
+from lstm_zoo.records import effective_status  # noqa: E402
 
 METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
 COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",

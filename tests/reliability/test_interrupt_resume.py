@@ -13,7 +13,7 @@ import torch
 from conftest import write_prices_csv
 from reliability_helpers import TINY, read_metrics, train_cli
 
-from lstm_zoo.lifecycle import effective_status
+from lstm_zoo.records import effective_status
 
 EPOCHS = 3
 

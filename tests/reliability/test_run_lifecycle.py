@@ -23,11 +23,12 @@ from conftest import compose_train, write_prices_csv
 from omegaconf import OmegaConf
 from reliability_helpers import TINY, FailAt, read_metrics
 
-from lstm_zoo import lifecycle
+from lstm_zoo import records
 from lstm_zoo.checks import ConfigError, newest_complete_checkpoint
 from lstm_zoo.evaluation.leaderboard import compare
-from lstm_zoo.lifecycle import AtomicCheckpointIO, RunRecord, config_id, effective_status, gone, this_process
+from lstm_zoo.lifecycle import config_id
 from lstm_zoo.pipeline import run
+from lstm_zoo.records import AtomicCheckpointIO, RunRecord, effective_status, gone, this_process
 
 RESULTS = ("val/", "test/")
 
@@ -147,7 +148,7 @@ def test_a_live_run_keeps_its_folder(make_cfg, tmp_path: Path) -> None:
     folder.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stat = lifecycle.process_stat(sleeper.pid)
+        stat = records.process_stat(sleeper.pid)
         live = {"status": "running", "config_id": config_id(make_cfg(folder)),
                 "process": {"pid": sleeper.pid, "host": socket.gethostname(), "process_start": stat and stat[1],
                             "heartbeat": "2026-01-01T00:00:00+00:00"}}
@@ -175,7 +176,7 @@ def test_liveness_across_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_heartbeat_beats_until_the_run_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lifecycle, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(records, "HEARTBEAT_SECONDS", 0.05)
     record = RunRecord(tmp_path, "abc", None)
     first = read_metrics(tmp_path)
     assert first["status"] == "running" and first["process"]["pid"] == os.getpid()
@@ -217,7 +218,7 @@ def test_a_torn_newest_checkpoint_is_skipped_for_the_newest_complete_one(complet
 
 KILL_WHILE_SAVING = """
 import os, signal, sys, torch
-from lstm_zoo.lifecycle import AtomicCheckpointIO
+from lstm_zoo.records import AtomicCheckpointIO
 
 class Bomb:  # pickled inside torch.save, once the temporary file is open: the process dies during the save
     def __reduce__(self):
