@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class ForecastPlot(L.Callback):
-    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1)."""
+    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1), one panel
+    per ticker."""
 
     def __init__(self, dirpath: str | None = None, filename: str = "forecast.png") -> None:
         self.dirpath, self.filename = dirpath, filename
@@ -31,19 +32,16 @@ class ForecastPlot(L.Callback):
         if not results or not trainer.is_global_zero:
             return
         dm = trainer.datamodule
-        dates = dm.test_dates[: len(results["actual"])]
-        actual, pred = results["actual"].cpu(), results["pred"].cpu()
-        fig, ax = plt.subplots(figsize=(11, 4.5))
-        ax.plot(dates, actual[:, 0], color="red", label=f"Real {dm.target} price")
-        ax.plot(dates, pred[:, 0], color="blue", label=f"Predicted {dm.target} price (1 day ahead)")
-        horizon = pred.shape[1]
-        if horizon > 1:
-            # the h-step forecast made on day t is for the day h-1 rows after t's first target day
-            ax.plot(dates[horizon - 1 :], pred[: len(dates) - horizon + 1, -1], color="green", alpha=0.7,
-                    label=f"Predicted (made {horizon} days ahead)")
-        ax.set(title=f"{type(pl_module).__name__}: {dm.target} price prediction", xlabel="Date",
-               ylabel=f"{dm.target} price")
-        ax.legend()
+        n = len(results["actual"])
+        dates, tickers = dm.test_dates[:n], results["ticker"].cpu().numpy()
+        actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
+        shown = [i for i in range(len(dm.tickers)) if (tickers == i).any()]
+        fig, axes = plt.subplots(len(shown), 1, figsize=(11, 4.5 * len(shown)), squeeze=False)
+        for ax, index in zip(axes[:, 0], shown):
+            rows = tickers == index
+            self._panel(ax, dates[rows], actual[rows], pred[rows], dm.target)
+            name = f" {dm.tickers[index]}" if len(dm.tickers) > 1 else ""
+            ax.set_title(f"{type(pl_module).__name__}:{name} {dm.target} price prediction")
         fig.autofmt_xdate()
         fig.tight_layout()
         dirpath = Path(self.dirpath or trainer.default_root_dir)
@@ -53,6 +51,18 @@ class ForecastPlot(L.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("test/forecast", fig, global_step=trainer.global_step)
         plt.close(fig)
+
+    @staticmethod
+    def _panel(ax: plt.Axes, dates, actual: np.ndarray, pred: np.ndarray, target: str) -> None:
+        ax.plot(dates, actual[:, 0], color="red", label=f"Real {target} price")
+        ax.plot(dates, pred[:, 0], color="blue", label=f"Predicted {target} price (1 day ahead)")
+        horizon = pred.shape[1]
+        if horizon > 1:
+            # the h-step forecast made on day t is for the day h-1 rows after t's first target day
+            ax.plot(dates[horizon - 1 :], pred[: len(dates) - horizon + 1, -1], color="green", alpha=0.7,
+                    label=f"Predicted (made {horizon} days ahead)")
+        ax.set(xlabel="Date", ylabel=f"{target} price")
+        ax.legend()
 
 
 class ParameterSummary(ModelSummary):

@@ -16,11 +16,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
 
 from lstm_zoo.callbacks import ForecastPlot
 from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint, user_error
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.evaluation.metrics import format_pvalue
+from lstm_zoo.evaluation.pooling import ticker_metrics
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files
 from lstm_zoo.models import Forecaster
 from lstm_zoo.records import RunRecord, read_record, write_json
@@ -60,9 +62,10 @@ def route_lightning_logs_to_hydra() -> None:
 
 
 def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFrame:
-    """One row per test window: its first target date, the actual value(s), the model's and persistence's."""
+    """One row per test window: its first target date, ticker, the actual value(s), the model's and persistence's."""
     actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
-    frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "actual": actual[:, 0],
+    tickers = [datamodule.tickers[i] for i in results["ticker"].cpu().tolist()]
+    frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "ticker": tickers, "actual": actual[:, 0],
                           "predicted": pred[:, 0], "persistence": results["persistence"][:, 0].cpu().numpy()})
     for step in range(1, actual.shape[1]):
         frame[f"actual_t+{step + 1}"] = actual[:, step]
@@ -99,22 +102,50 @@ def experiment_hparams(cfg: DictConfig, model: Forecaster) -> dict:
     return params
 
 
+def log_experiment(logger, params: dict) -> None:
+    """This run's hyper-parameters for TensorBoard's HPARAMS tab, against hp/val_rmse, hp/test_rmse, hp/test_skill.
+
+    Lightning's TensorBoardLogger also writes an experiment summary into every run, and TensorBoard then shows
+    the first run's, in name order. Without it TensorBoard builds the experiment from all runs of a sweep and
+    lists the hyper-parameters whose values differ first: the ones a comparison is about.
+    """
+    metrics = {"hp/val_rmse": math.nan, "hp/test_rmse": math.nan, "hp/test_skill": math.nan}
+    if not isinstance(logger, TensorBoardLogger):
+        logger.log_hyperparams(params, metrics=metrics)
+        return
+    if rank_zero_only.rank == 0:
+        _, session_start, session_end = hparams(logger._sanitize_params(params), metrics)
+        writer = logger.experiment._get_file_writer()
+        writer.add_summary(session_start)
+        writer.add_summary(session_end)
+
+
 def print_summary(metrics: dict) -> None:
-    """Model and persistence side by side; skill and the Diebold-Mariano test say whether the model is better."""
+    """Model and persistence side by side (per ticker when there are several, then pooled over them); skill and the
+    Diebold-Mariano test say whether the model is better."""
     def cell(value: float | None, width: int = 9) -> str:
         return f"{value:>{width}.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>{width}}"
 
     keys = ("rmse", "mae", "mape", "skill", "directional_accuracy", "dm_stat")
-    lines = [f"{'':<12} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} {'DM p':>9}"]
-    lines.append(f"{'model':<12} " + " ".join(cell(metrics.get("test/" + k)) for k in keys)
-                 + f" {format_pvalue(metrics.get('test/dm_pvalue')):>9}")
-    persistence = [metrics.get("test/persistence_" + k) for k in keys[:3]] + [0.0]
-    lines.append(f"{'persistence':<12} " + " ".join(cell(v) for v in persistence))
-    skill, pvalue = metrics.get("test/skill"), metrics.get("test/dm_pvalue")
+    tickers = metrics.get("tickers") or []
+    prefixes = [(f"test/{t}/", f"{t} ") for t in tickers] if len(tickers) > 1 else [("test/", "")]
+    width = max(len(label) for _, label in prefixes) + 12
+    lines = [f"{'':<{width}} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} "
+             f"{'DM p':>9}"]
+    for prefix, label in prefixes:
+        lines.append(f"{label + 'model':<{width}} " + " ".join(cell(metrics.get(prefix + k)) for k in keys)
+                     + f" {format_pvalue(metrics.get(prefix + 'dm_pvalue')):>9}")
+        persistence = [metrics.get(prefix + "persistence_" + k) for k in keys[:3]] + [0.0]
+        lines.append(f"{label + 'persistence':<{width}} " + " ".join(cell(v) for v in persistence))
+    pooled = len(tickers) > 1
+    skill = metrics.get("test/pooled/skill" if pooled else "test/skill")
+    pvalue = metrics.get("test/pooled/dm_pvalue" if pooled else "test/dm_pvalue")
     if skill is not None and pvalue is not None:
         verdict = "beats" if skill > 0 else "does not beat"
         significant = "significant" if pvalue < 0.05 else "not significant"
-        lines.append(f"The model {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
+        what = (f"Pooled over {len(tickers)} tickers (squared errors relative to persistence's on each ticker), the "
+                "model" if pooled else "The model")
+        lines.append(f"{what} {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
                      f"Diebold-Mariano p = {format_pvalue(pvalue)} ({significant} at 5%).")
     print("\nTest period, in price units:\n" + "\n".join(lines))
 
@@ -126,10 +157,25 @@ def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataM
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
         # verbose=False: Lightning's table shows float32 values (a tiny p-value as 0.0); print_summary follows
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
-    if trainer.is_global_zero:
-        predictions_frame(datamodule, model.test_results).to_csv(out / "predictions.csv", index=False)
     # float64 from the model, not Lightning's float32 callback_metrics (tiny p-values would become 0)
-    return {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics}
+    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics}
+    if trainer.is_global_zero:
+        predictions = predictions_frame(datamodule, model.test_results)
+        predictions.to_csv(out / "predictions.csv", index=False)
+        if len(datamodule.tickers) > 1:
+            metrics.update(ticker_metrics(predictions))
+    return metrics
+
+
+def split_info(datamodule: StockDataModule) -> dict:
+    """The run's tickers and date ranges for metrics.json; the fold when it is one of a walk-forward backtest."""
+    period, test = datamodule.period, datamodule.windows["test"]
+    info = {"tickers": datamodule.tickers, "train_start": str(period.train_start.date()) if period.train_start
+            else None, "train_end": str(period.train_end.date()), "test_start": str(test["date"].min().date()),
+            "test_end": str(test["date"].max().date())}
+    if datamodule.backtest is not None:
+        info.update(fold=datamodule.backtest.fold, n_folds=datamodule.backtest.n_folds)
+    return info
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -183,7 +229,7 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`."""
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule: StockDataModule = instantiate(cfg.data)
+    datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
     model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
                                     window=datamodule.window, _convert_="all")
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
@@ -191,8 +237,7 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
         issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
     logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-    logger.log_hyperparams(experiment_hparams(cfg, model),
-                           metrics={"hp/val_rmse": math.nan, "hp/test_rmse": math.nan, "hp/test_skill": math.nan})
+    log_experiment(logger, experiment_hparams(cfg, model))
     if plan.checkpoint is not None:
         keep_best_across_folders(trainer, plan.checkpoint)
 
@@ -203,7 +248,7 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
                    optimizer_steps=trainer.global_step,
                    windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
-    validated = len(datamodule.datasets["val"]) > 0
+    validated = cfg.data.val_fraction > 0
     last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
         raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
@@ -224,6 +269,7 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
         metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
     elif cfg.test:
         metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
+    metrics.update(split_info(datamodule))
     metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=best or None)
     logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
                         "hp/test_rmse": metrics.get("test/rmse", math.nan),
@@ -267,6 +313,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
         metrics.update(test_and_write(trainer, model, datamodule, out))
+        metrics.update(split_info(datamodule))
         metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
                        data=datamodule.source, **layout)
         if trainer.is_global_zero:

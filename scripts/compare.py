@@ -1,6 +1,10 @@
-"""Leaderboard of a sweep: `python scripts/compare.py outputs/multirun/<sweep> [--by model data.window]`."""
+"""Leaderboard of a sweep: `python scripts/compare.py outputs/multirun/<sweep> [--by model data.window]`.
 
-from lstm_zoo.evaluation.leaderboard import main
+Walk-forward and multi-ticker sweeps get pooled, per-fold and per-ticker tables, the Model Confidence Set and
+the SPA test against persistence (see lstm_zoo/evaluation/backtest.py for the options).
+"""
+
+from lstm_zoo.evaluation.backtest import main
 
 if __name__ == "__main__":
     main()

@@ -39,6 +39,23 @@ def write_prices_csv(path: Path, start: str = "2020-01-01", end: str = "2022-12-
     return path
 
 
+def write_tickers_csv(path: Path, levels: dict[str, float] | None = None, start: str = "2015-01-01",
+                      end: str = "2022-12-31", seed: int = 0) -> Path:
+    """Several tickers in one file (the layout of the tutorial's all_stocks CSV): geometric random walks whose price
+    levels differ as much as real stocks do (default AAA near 500, BBB near 25), on the same business days."""
+    dates = pd.bdate_range(start, end)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for name, level in (levels or {"AAA": 500.0, "BBB": 25.0}).items():
+        close = level * np.exp(np.cumsum(rng.normal(0, 0.015, len(dates))))
+        frames.append(pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "Open": close * (1 + rng.normal(0, 0.003,
+                                    len(dates))), "High": close * (1.01 + 0.01 * rng.random(len(dates))),
+                                    "Low": close * (0.99 - 0.01 * rng.random(len(dates))), "Close": close,
+                                    "Volume": rng.integers(1_000_000, 5_000_000, len(dates)), "Name": name}))
+    pd.concat(frames).round(4).to_csv(path, index=False)
+    return path
+
+
 @pytest.fixture
 def prices_csv(tmp_path: Path) -> Path:
     """Three years of clean synthetic prices: train 2020-2021, test 2022 by default."""

@@ -61,7 +61,7 @@ def test_zero_change_output_is_exactly_persistence(prices_csv: Path, transform: 
 def test_change_scale_is_fit_on_training_period_only(prices_csv: Path) -> None:
     dm = small_dm(prices_csv, "diff")
     high = pd.read_csv(prices_csv, index_col="Date", parse_dates=True)["High"]
-    assert dm.change_scale == pytest.approx(float(np.std(np.diff(high[:"2021-12-31"].to_numpy()))))
+    assert dm.change_scales["IBM"] == pytest.approx(float(np.std(np.diff(high[:"2021-12-31"].to_numpy()))))
 
 
 class ZeroChange(Forecaster):
@@ -84,7 +84,8 @@ def test_zero_change_model_scores_exactly_the_persistence_metrics(prices_csv: Pa
 def test_state_dict_restores_the_change_scaling(prices_csv: Path) -> None:
     dm = small_dm(prices_csv, "log_return", features=["High", "gap"])
     state = dm.state_dict()
-    assert isinstance(state["change_scale"], float) and state["target_transform"] == "log_return"
+    assert isinstance(state["change_scale"][0], float) and state["tickers"] == ["IBM"]
+    assert state["target_transform"] == "log_return"
     fresh = StockDataModule(path=str(prices_csv), target_transform="log_return", window=10, features=["High", "gap"])
     fresh.load_state_dict(state)
     y, last = torch.randn(4, 1), torch.full((4,), 100.0)
@@ -236,7 +237,7 @@ def test_derived_features_never_read_the_future(prices_csv: Path) -> None:
 
 def test_windows_end_the_day_before_the_predicted_day(prices_csv: Path) -> None:
     dm = small_dm(prices_csv, "diff", features=["High", *ALL_DERIVED])
-    frame = dm.load_frame()
+    frame = dm.load_frames()["IBM"]
     ds = dm.datasets["test"]
     for i in (0, 7, len(ds) - 1):
         row = frame.index.get_loc(dm.test_dates[i])  # the first predicted day

@@ -42,7 +42,7 @@ def test_every_test_day_gets_one_prediction_and_windows_start_with_the_last_trai
     test_days = raw[raw.index >= "2022-01-01"]
     assert len(dm.datasets["test"]) == len(test_days)
     assert list(dm.test_dates) == list(test_days.index)
-    x, _, last, actual = dm.datasets["test"][[0]]
+    x, _, last, actual = dm.datasets["test"][[0]][:4]
     prices = dm.scaler.inverse_transform(x[0].numpy())[:, 0]
     np.testing.assert_allclose(prices, raw[raw.index < "2022-01-01"].iloc[-10:].to_numpy(), rtol=1e-5)
     assert last.item() == raw[raw.index < "2022-01-01"].iloc[-1]  # the true price, float64, no scaling round trip
@@ -69,7 +69,7 @@ def test_validation_is_the_chronological_end_of_the_training_windows(prices_csv)
 
 def test_to_price_inverts_the_target_scaling(prices_csv):
     dm = datamodule(prices_csv, features=["Open", "Close"], target="High", horizon=3)
-    _, y, last, _ = dm.datasets["test"][[0, 1]]
+    _, y, last, _ = dm.datasets["test"][[0, 1]][:4]
     raw = pd.read_csv(prices_csv, parse_dates=["Date"]).set_index("Date")["High"]
     expected = raw[raw.index >= "2022-01-01"].iloc[:4].to_numpy()
     np.testing.assert_allclose(dm.to_price(y, last)[0].numpy(), expected[:3], rtol=1e-5)

@@ -44,7 +44,8 @@ def test_run_writes_every_output_of_a_training_run(fast_cfg, tmp_path):
     assert saved["num_parameters"] == metrics["num_parameters"] > 0
 
     predictions = pd.read_csv(out / "predictions.csv", parse_dates=["date"])
-    assert list(predictions.columns) == ["date", "actual", "predicted", "persistence"]
+    assert list(predictions.columns) == ["date", "ticker", "actual", "predicted", "persistence"]
+    assert set(predictions["ticker"]) == {"IBM"}  # the Name column of the synthetic file
     assert predictions["date"].min() >= pd.Timestamp("2022-01-01") and predictions["date"].is_unique
     rmse = ((predictions["predicted"] - predictions["actual"]) ** 2).mean() ** 0.5
     assert rmse == pytest.approx(metrics["test/rmse"], rel=1e-12)  # the CSV holds what the metrics were computed on
@@ -81,6 +82,8 @@ def test_hparams_tab_lists_the_fields_that_define_an_experiment_only(fast_cfg, t
              or n.startswith("trainer/") and n not in ("trainer/max_epochs", "trainer/precision")
              or n.endswith(("_target_", "_partial_"))]
     assert noise == []
+    # no per-run experiment summary: TensorBoard builds one from all runs and lists the differing values first
+    assert "_hparams_/experiment" not in tensorboard_tags(tmp_path / "run" / "tensorboard")
 
 
 def test_console_shows_no_cloud_logger_tip_and_no_flops_but_keeps_warnings(fast_cfg, caplog, capsys):

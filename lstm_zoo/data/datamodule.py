@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -18,33 +19,44 @@ from lstm_zoo.data.sources import (
     EMBEDDED,
     DataError,
     add_derived_features,
+    adjust_prices,
     clean_prices,
-    load_embedded_ibm,
+    load_embedded,
     read_price_csv,
+    select_ticker,
+    split_tickers,
+    ticker_names,
 )
-from lstm_zoo.data.splits import split_dates
+from lstm_zoo.data.splits import Period, WalkForward, single_split
 from lstm_zoo.data.windows import TARGET_TRANSFORMS, WindowDataset, make_windows, target_change
 
 log = logging.getLogger(__name__)
 
 
 class StockDataModule(L.LightningDataModule):
-    """Daily price windows, `window` past days -> the next `horizon` values of `target`.
+    """Daily price windows of one or several tickers, `window` past days -> the next `horizon` values of `target`.
 
-    Batches are `(x, y, last)`: x (B, window, features) is scaled with a MinMaxScaler fit on the training
-    period only; `last` (B,) is the last known target price, in price units, so the persistence forecast
-    and `to_price` need nothing else. y (B, horizon) depends on `target_transform`:
-    `level` the MinMax-scaled target (the tutorial); `diff` the change target[t+k] - last and `log_return`
-    log(target[t+k] / last), both divided by the standard deviation of the training period's one-day
-    changes and never shifted, so a model output of 0 is exactly the persistence forecast.
+    Batches are `Batch(x, y, last, actual, ticker)`: x (B, window, features) is scaled with a MinMaxScaler fit on
+    the training period of the window's own ticker only; `last` (B,) is the last known target price and `actual`
+    (B, horizon) the true target prices, both float64 in price units, so the persistence forecast and `to_price`
+    need nothing else; `ticker` (B,) indexes `tickers`. y (B, horizon) depends on `target_transform`: `level`
+    the MinMax-scaled target (the tutorial); `diff` the change target[t+k] - last and `log_return`
+    log(target[t+k] / last), both divided by the standard deviation of the ticker's training-period one-day
+    changes and never shifted, so a model output of 0 is exactly persistence.
     `features` may name derived columns (see DERIVED) besides the file's own.
+
+    Several tickers (`tickers`, a list or "all") make one global model's data: each ticker is scaled on its own
+    training rows, windows never span two tickers, and the validation set is the chronological end of each
+    ticker's training windows. The split is `train_end`/`test_start`, or the fold of `backtest` (a WalkForward);
+    test windows read the trading days right before each test day, also across a gap after `train_end`.
     """
 
     def __init__(self, path: str | None = None, target: str = "High", features: list[str] | None = None,
                  window: int = 60, horizon: int = 1, train_end: str | None = None, test_start: str | None = None,
                  val_fraction: float = 0.1, batch_size: int = 32, date_column: str = "Date",
-                 ticker: str | None = None, sep: str = ",",
-                 target_transform: Literal["level", "diff", "log_return"] = "level") -> None:
+                 ticker: str | None = None, tickers: list[str] | str | None = None, sep: str = ",",
+                 target_transform: Literal["level", "diff", "log_return"] = "level", adjust: bool = False,
+                 backtest: WalkForward | None = None) -> None:
         super().__init__()
         features = list(features) if features is not None else [target]
         for field, value, low in (("window", window, 1), ("horizon", horizon, 1), ("batch_size", batch_size, 1)):
@@ -57,18 +69,33 @@ class StockDataModule(L.LightningDataModule):
             raise DataError("data.features is empty: list at least one column, e.g. data.features=[High].")
         if target_transform not in TARGET_TRANSFORMS:
             raise DataError(f"data.target_transform={target_transform!r} is not one of {list(TARGET_TRANSFORMS)}.")
+        if isinstance(tickers, str) and tickers != "all":
+            tickers = [tickers]
+        if tickers is not None and not isinstance(tickers, str):
+            tickers = [str(t) for t in tickers]
+        if ticker is not None and tickers is not None:
+            raise DataError(f"data.ticker={ticker!r} and data.tickers={tickers} are both set. Fix: one of them, e.g. "
+                            f"data.ticker=null")
+        if backtest is not None and (train_end is not None or test_start is not None):
+            raise DataError(f"data.train_end={train_end} / data.test_start={test_start} and backtest both set the "
+                            "split. Fix: data.train_end=null data.test_start=null (the folds set them).")
         self.path, self.target, self.features = path, target, features
         self.window, self.horizon, self.batch_size = int(window), int(horizon), int(batch_size)
         self.train_end, self.test_start, self.val_fraction = train_end, test_start, val_fraction
         self.date_column, self.ticker, self.sep = date_column, ticker, sep
+        self.requested_tickers, self.backtest, self.adjust = tickers, backtest, bool(adjust)
         self.target_transform = target_transform
         self.columns = list(dict.fromkeys([*features, target]))  # scaled columns: features, then target
         self.target_index = self.columns.index(target)  # the target may also be one of the features
         self.derived = [c for c in self.columns if c in DERIVED]
         needed = [c for name in self.derived for c in DERIVED[name][0]]
+        needed += ["Close", "Adj Close"] if self.adjust else []
         self.raw_columns = list(dict.fromkeys([c for c in self.columns if c not in DERIVED] + needed))
-        self.scaler: MinMaxScaler | None = None
-        self.change_scale: float | None = None  # std of the training period's one-day target changes
+        self.tickers: list[str] = []  # the series of this run, in order; Batch.ticker indexes this list
+        self.scalers: dict[str, MinMaxScaler] = {}  # per ticker, fit on its training rows only
+        self.change_scales: dict[str, float] = {}  # per ticker: std of its training period's one-day target changes
+        self.period: Period | None = None
+        self.windows: dict[str, pd.DataFrame] = {}  # per stage, one row per window: ticker, date (first target), end
         self.datasets: dict[str, WindowDataset] = {}
 
     @property
@@ -77,80 +104,151 @@ class StockDataModule(L.LightningDataModule):
 
     @property
     def source(self) -> str:
-        return str(self.path) if self.path else EMBEDDED
+        if self.path:
+            return str(self.path)
+        return EMBEDDED.format((self.ticker or "IBM") if self.requested_tickers is None else "stocks")
 
-    def load_frame(self) -> pd.DataFrame:
+    @property
+    def scaler(self) -> MinMaxScaler | None:
+        """The scaler of a single-ticker run (None before setup)."""
+        return next(iter(self.scalers.values())) if len(self.scalers) == 1 else None
+
+    @property
+    def test_dates(self) -> pd.DatetimeIndex:
+        """The first target day of every test window, in dataset order."""
+        return pd.DatetimeIndex(self.windows["test"]["date"])
+
+    @property
+    def val_dates(self) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex(self.windows["val"]["date"])
+
+    def load_frames(self) -> dict[str, pd.DataFrame]:
+        """Each selected ticker's cleaned, date-indexed frame of `columns` (derived features included)."""
         if self.path:
             raw, date_column = read_price_csv(self.path, self.sep), self.date_column
         else:
-            raw, date_column = load_embedded_ibm(), "Date"
+            raw, date_column = load_embedded(), "Date"
         for name in self.derived:
             missing = [c for c in DERIVED[name][0] if c not in raw.columns]
             if missing:
                 raise DataError(f"{self.source}: derived feature {name!r} in data.features needs column(s) {missing}, "
                                 f"which the file lacks (it has {list(map(str, raw.columns))}). Fix: drop {name!r}.")
+        if self.adjust and not {"Close", "Adj Close"} <= set(raw.columns):
+            raise DataError(f"{self.source}: data.adjust=true needs the columns Close and Adj Close, and the file has "
+                            f"{list(map(str, raw.columns))}. Fix: data.adjust=false")
         unknown = [c for c in self.columns if c not in raw.columns and c not in DERIVED]
         if unknown:
             raise DataError(f"{self.source}: column(s) {unknown} not found; the file has {list(map(str, raw.columns))}"
                             f" and the derived features are {list(DERIVED)}. Fix: set data.target / data.features "
                             "to one of those.")
-        frame = clean_prices(raw, self.raw_columns, date_column, self.ticker, self.source)
-        return add_derived_features(frame, self.derived, self.source)[self.columns]
+        if self.requested_tickers is not None:
+            parts = split_tickers(raw, self.requested_tickers, self.source)
+        else:  # one series: data.ticker's, the file's only one, or IBM from the embedded file (data=ibm)
+            ticker = self.ticker or (None if self.path else "IBM")
+            part = select_ticker(raw, ticker, self.source)
+            parts = {ticker or next(iter(ticker_names(part)), Path(str(self.path)).stem): part}
+        frames = {}
+        for name, part in parts.items():
+            source = self.source if len(parts) == 1 else f"{self.source} [{name}]"
+            frame = clean_prices(part, self.raw_columns, date_column, None, source)
+            frame = adjust_prices(frame) if self.adjust else frame
+            frames[name] = add_derived_features(frame, self.derived, source)[self.columns]
+        return frames
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        frame = self.load_frame()
-        train_end, test_start = split_dates(frame.index, self.train_end, self.test_start, self.source)
-        train, test = frame[frame.index <= train_end], frame[frame.index >= test_start]
+        frames = self.load_frames()
+        calendar = frames[next(iter(frames))].index
+        for frame in list(frames.values())[1:]:
+            calendar = calendar.union(frame.index)  # one trading calendar: all tickers share the fold dates
+        self.period = (self.backtest.period(calendar, self.source) if self.backtest is not None
+                       else single_split(calendar, self.train_end, self.test_start, self.source))
+        self._adopt_loaded_scaling(list(frames))
+        self.tickers = list(frames)
+        parts: dict[str, list[WindowDataset]] = {"train": [], "val": [], "test": []}
+        index: dict[str, list[pd.DataFrame]] = {"train": [], "val": [], "test": []}
+        for i, (name, frame) in enumerate(frames.items()):
+            where = self.source if len(frames) == 1 else f"{self.source} [{name}]"
+            where += "" if self.backtest is None else f", {self.period.label}"
+            fix = "Fix: a smaller data.window/data.horizon" + (", fewer backtest.n_folds" if self.backtest else
+                                                               " or other split dates")
+            fix += f", or drop {name} from data.tickers." if len(frames) > 1 else "."
+            train, history = self._rows(frame, where, fix)
+            self._fit(name, train, where)
+            windows, dates = self._windows(name, train)
+            n_train, needed = len(dates), 2 if self.val_fraction > 0 else 1
+            if n_train < needed:
+                raise DataError(f"{where}: the training period gives {n_train} window(s); at least {needed} are "
+                                f"needed (one to train{', one to validate' if needed == 2 else ''}). Fix: a smaller "
+                                "data.window or more data.")
+            n_val = min(max(round(n_train * self.val_fraction), 1), n_train - 1) if self.val_fraction > 0 else 0
+            cut = n_train - n_val  # validation = the last windows of the ticker's training period, chronologically
+            test_windows, test_dates = self._windows(name, history)
+            for stage, rows, (tensors, when) in (("train", slice(None, cut), (windows, dates)),
+                                                 ("val", slice(cut, None), (windows, dates)),
+                                                 ("test", slice(None), (test_windows, test_dates))):
+                tensors = [t[rows] for t in tensors]
+                ticker = torch.full((len(tensors[0]),), i, dtype=torch.long, device=tensors[0].device)
+                parts[stage].append(WindowDataset(*tensors, ticker))
+                index[stage].append(when.iloc[rows].assign(ticker=name))
+        self._cache_scaling()
+        self.datasets = {stage: WindowDataset.concat(p) for stage, p in parts.items()}
+        self.windows = {stage: pd.concat(frames, ignore_index=True)[["ticker", "date", "end"]]
+                        for stage, frames in index.items()}
+        test_days = self.windows["test"]["date"]
+        log.info("%s%s: %d train / %d val / %d test windows (train to %s, test %s to %s)", self.source,
+                 f" {self.tickers}" if len(self.tickers) > 1 else "", len(self.datasets["train"]),
+                 len(self.datasets["val"]), len(self.datasets["test"]), self.period.train_end.date(),
+                 test_days.min().date(), test_days.max().date())
+
+    def _rows(self, frame: pd.DataFrame, where: str, fix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The ticker's training rows, and the rows its test windows read: `window` days before the first test day
+        (the trading days right before it, gap days included), the test days, and up to horizon - 1 days after."""
+        period, dates = self.period, frame.index
+        in_train = dates <= period.train_end
+        if period.train_start is not None:
+            in_train &= dates >= period.train_start
+        train = frame[in_train]  # targets stop at train_end: before the gap and the test period
+        first = int(dates.searchsorted(period.test_start))
+        stop = int(dates.searchsorted(period.test_end, side="right")) if period.test_end is not None else len(dates)
+        history = frame.iloc[max(first - self.window, 0) : stop + self.horizon - 1]
         need = self.window + self.horizon
-        for name, part in (("training", train), ("test", test)):
-            have = len(part) + (self.window if name == "test" else 0)
-            if have < need:
-                raise DataError(f"{self.source}: the {name} period has {have} usable rows but window + horizon = "
-                                f"{need} are needed. Fix: a smaller data.window/data.horizon or other split dates.")
-        if self.scaler is None:
+        if len(train) < need:
+            raise DataError(f"{where}: the training period has {len(train)} usable rows but window + horizon = "
+                            f"{need} are needed. {fix}")
+        if stop <= first or len(history) < need:
+            raise DataError(f"{where}: the test period has {max(stop - first, 0)} rows ({len(history)} with the "
+                            f"window before it) but window + horizon = {need} are needed. {fix}")
+        return train, history
+
+    def _fit(self, name: str, train: pd.DataFrame, where: str) -> None:
+        """Fit the ticker's scaler and change scale on its training rows only, unless a checkpoint gave them."""
+        if name not in self.scalers:
             constant = [c for c in self.columns if train[c].max() == train[c].min()]
             if constant:
-                raise DataError(f"{self.source}: column(s) {constant} are constant over the training period, so "
-                                "MinMax scaling is undefined and there is nothing to learn. Fix: choose other "
+                raise DataError(f"{where}: column(s) {constant} are constant over the training period, so MinMax "
+                                "scaling is undefined and there is nothing to learn. Fix: choose other "
                                 "data.features/data.target or a longer training period.")
-            self.scaler = MinMaxScaler().fit(train[self.columns].to_numpy())  # train only: no test leakage
-        if self.change_scale is None and self.target_transform != "level":
+            self.scalers[name] = MinMaxScaler().fit(train[self.columns].to_numpy())  # train only: no test leakage
+        if name not in self.change_scales and self.target_transform != "level":
             prices = train[self.target].to_numpy()
-            changes = self._change(prices[1:], prices[:-1])
-            self.change_scale = float(np.std(changes))
-            if not self.change_scale > 1e-9 * np.abs(changes).max():  # 0 up to rounding: constant changes
-                raise DataError(f"{self.source}: every one-day change of {self.target} over the training period "
-                                f"is the same, so data.target_transform={self.target_transform} has no change "
-                                "scale (its standard deviation is 0). Fix: data.target_transform=level, or a "
-                                "training period whose prices move.")
-        history = pd.concat([train.iloc[-self.window:], test])  # test windows start with the last `window` days
-        train_windows, train_dates = self._windows(train)
-        n_train, needed = len(train_dates), 2 if self.val_fraction > 0 else 1
-        if n_train < needed:
-            raise DataError(f"{self.source}: the training period gives {n_train} window(s); at least "
-                            f"{needed} are needed (one to train{', one to validate' if needed == 2 else ''}). "
-                            "Fix: a smaller data.window or more data.")
-        n_val = min(max(round(n_train * self.val_fraction), 1), n_train - 1) if self.val_fraction > 0 else 0
-        cut = n_train - n_val  # validation = the last windows of the training period, chronologically
-        test_windows, self.test_dates = self._windows(history)
-        self.val_dates = train_dates[cut:]
-        self.datasets = {
-            "train": WindowDataset(*(t[:cut] for t in train_windows)),
-            "val": WindowDataset(*(t[cut:] for t in train_windows)),
-            "test": WindowDataset(*test_windows),
-        }
-        log.info("%s: %d train / %d val / %d test windows (train to %s, test from %s)", self.source, cut, n_val,
-                 len(self.test_dates), train_end.date(), test_start.date())
+            changes = self._change(prices[1:], prices[:-1], where)
+            self.change_scales[name] = float(np.std(changes))
+            if not self.change_scales[name] > 1e-9 * np.abs(changes).max():  # 0 up to rounding: constant changes
+                raise DataError(f"{where}: every one-day change of {self.target} over the training period is the "
+                                f"same, so data.target_transform={self.target_transform} has no change scale (its "
+                                "standard deviation is 0). Fix: data.target_transform=level, or a training period "
+                                "whose prices move.")
 
-    def _change(self, future: np.ndarray, last: np.ndarray) -> np.ndarray:
-        return target_change(future, last, self.target_transform, self.target, self.source)
+    def _change(self, future: np.ndarray, last: np.ndarray, where: str | None = None) -> np.ndarray:
+        return target_change(future, last, self.target_transform, self.target, where or self.source)
 
-    def _windows(self, part: pd.DataFrame) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], pd.DatetimeIndex]:
-        """(x, y, last, actual) of every window of `part` (see `Batch`), and each window's first target date."""
+    def _windows(self, name: str, part: pd.DataFrame) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], pd.DataFrame]:
+        """(x, y, last, actual) of every window of one ticker's consecutive rows `part` (see `Batch`), and each
+        window's first and last target day."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        scaled = torch.as_tensor(self.scaler.transform(part[self.columns].to_numpy()), dtype=torch.float32)
+        scaled = torch.as_tensor(self.scalers[name].transform(part[self.columns].to_numpy()), dtype=torch.float32)
         scaled = scaled.to(device)  # whole series on the device once: no per-batch host-to-device copies
         prices = part[self.target].to_numpy()
         target = torch.tensor(prices, dtype=torch.float64, device=device)  # exact prices for metrics
@@ -160,16 +258,46 @@ class StockDataModule(L.LightningDataModule):
         if self.target_transform != "level":  # y[i, k] = change from the window's last day to its k+1-th target
             future = np.lib.stride_tricks.sliding_window_view(prices[self.window :], self.horizon)[: len(x)]
             change = self._change(future, prices[self.window - 1 : self.window - 1 + len(x), None])
-            y = torch.tensor(change / self.change_scale, dtype=torch.float32, device=device)  # (N, H), float64 math
-        return (x, y, last, actual), part.index[self.window : self.window + len(x)]
+            y = torch.tensor(change / self.change_scales[name], dtype=torch.float32, device=device)  # float64 math
+        first = self.window + np.arange(len(x))
+        dates = pd.DataFrame({"date": part.index[first], "end": part.index[first + self.horizon - 1]})
+        return (x, y, last, actual), dates
 
-    def to_price(self, y: Tensor, last: Tensor) -> Tensor:
-        """Model outputs (B, H) in scaled units -> prices (B, H); `last` (B,) anchors change-based targets."""
+    def _cache_scaling(self) -> None:
+        """Per-ticker target scaling as float64 tensors (in `tickers` order), gathered by `to_price`."""
+        names = [t for t in self.tickers if t in self.scalers] or list(self.scalers)
+        i = self.target_index
+        self._scaling = {
+            "scale": torch.tensor([self.scalers[t].scale_[i] for t in names], dtype=torch.float64),
+            "offset": torch.tensor([self.scalers[t].min_[i] for t in names], dtype=torch.float64),
+            "change": torch.tensor([self.change_scales.get(t, float("nan")) for t in names], dtype=torch.float64),
+        }
+
+    def _adopt_loaded_scaling(self, names: list[str]) -> None:
+        """A checkpoint's scaling (eval.py) must cover this run's tickers; a one-series model scores any one series."""
+        if not self.scalers:
+            return
+        loaded = list(self.scalers)
+        if len(loaded) == 1 and len(names) == 1:
+            self.scalers = {names[0]: self.scalers[loaded[0]]}
+            change = self.change_scales.get(loaded[0])
+            self.change_scales = {} if change is None else {names[0]: change}
+        elif set(names) - set(loaded):
+            raise DataError(f"the checkpoint was trained on tickers {loaded} but the data gives {names}. Fix: "
+                            f"data.tickers=[{','.join(loaded)}] (a subset works too).")
+
+    def to_price(self, y: Tensor, last: Tensor, ticker: Tensor | None = None) -> Tensor:
+        """Model outputs (B, H) in scaled units -> prices (B, H); `last` (B,) anchors change-based targets and
+        `ticker` (B,) picks each window's scaling (default: the first ticker)."""
         y = y.double()  # prices in float64, like the true ones they are compared with
+        index = ticker if ticker is not None else torch.zeros(len(y), dtype=torch.long, device=y.device)
+
+        def per_window(name: str) -> Tensor:  # (B, 1), float64
+            return self._scaling[name].to(device=y.device)[index].unsqueeze(1)
+
         if self.target_transform == "level":
-            scale, offset = float(self.scaler.scale_[self.target_index]), float(self.scaler.min_[self.target_index])
-            return (y - offset) / scale
-        change = y * self.change_scale  # no offset: an output of 0 is exactly `last`, the persistence forecast
+            return (y - per_window("offset")) / per_window("scale")
+        change = y * per_window("change")  # no offset: an output of 0 is exactly `last`, the persistence forecast
         if self.target_transform == "diff":
             return last.unsqueeze(1) + change
         return last.unsqueeze(1) * torch.exp(change)
@@ -193,12 +321,14 @@ class StockDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict:
         """The fitted scaling and window layout as plain numbers, so checkpoints load with weights_only=True."""
-        if self.scaler is None:
+        if not self.scalers:
             return {}
+        names = list(self.scalers)
         return {"columns": self.columns, "target": self.target, "features": self.features, "window": self.window,
-                "horizon": self.horizon, "data_min": self.scaler.data_min_.tolist(),
-                "data_max": self.scaler.data_max_.tolist(), "target_transform": self.target_transform,
-                "change_scale": self.change_scale}
+                "horizon": self.horizon, "target_transform": self.target_transform, "tickers": names,
+                "data_min": [self.scalers[t].data_min_.tolist() for t in names],
+                "data_max": [self.scalers[t].data_max_.tolist() for t in names],
+                "change_scale": [self.change_scales.get(t) for t in names]}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -210,5 +340,10 @@ class StockDataModule(L.LightningDataModule):
         if transform != self.target_transform:
             raise DataError(f"the checkpoint was trained with data.target_transform={transform} but the config "
                             f"gives {self.target_transform}. Fix: data.target_transform={transform}.")
-        self.scaler = MinMaxScaler().fit(np.array([state["data_min"], state["data_max"]]))
-        self.change_scale = state.get("change_scale")
+        names, lows, highs, changes = (state.get("tickers"), state["data_min"], state["data_max"],
+                                       state.get("change_scale"))
+        if names is None:  # written before several tickers: one series, flat lists
+            names, lows, highs, changes = ["series"], [lows], [highs], [changes]
+        self.scalers = {t: MinMaxScaler().fit(np.array([lo, hi])) for t, lo, hi in zip(names, lows, highs)}
+        self.change_scales = {t: c for t, c in zip(names, changes) if c is not None}
+        self._cache_scaling()

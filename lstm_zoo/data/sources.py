@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EMBEDDED = "bokeh_sampledata IBM (2000-03-01 to 2013-03-01)"
+EMBEDDED = "bokeh_sampledata {} (2000-03-01 to 2013-03-01)"  # {}: IBM, or "stocks" for several
+EMBEDDED_TICKERS = ("AAPL", "FB", "GOOG", "IBM", "MSFT")
 TICKER_COLUMNS = ("Name", "Ticker", "Symbol")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d*)?$")
 
@@ -42,12 +43,31 @@ def add_derived_features(frame: pd.DataFrame, names: list[str], source: str = "d
     return pd.concat([frame, derived], axis=1).iloc[lead:]
 
 
-def load_embedded_ibm() -> pd.DataFrame:
-    """Real daily IBM OHLCV shipped by the `bokeh_sampledata` package (no network needed)."""
-    from bokeh_sampledata.stocks import IBM
+def adjust_prices(frame: pd.DataFrame) -> pd.DataFrame:
+    """Split- and dividend-adjusted prices: Open/High/Low/Close x (Adj Close / Close), Volume / that ratio.
 
-    frame = pd.DataFrame(IBM).rename(columns=lambda c: "Adj Close" if c == "adj_close" else c.title())
-    return frame
+    A stock split halves an as-traded price overnight, a jump no model and no baseline can forecast, which would
+    dominate every error measure of its test period; the adjusted series has no such jump.
+    """
+    ratio = frame["Adj Close"] / frame["Close"]
+    adjusted = frame.copy()
+    for column in ("Open", "High", "Low", "Close"):
+        if column in adjusted:
+            adjusted[column] = frame[column] * ratio
+    if "Volume" in adjusted:
+        adjusted["Volume"] = frame["Volume"] / ratio
+    return adjusted
+
+
+def load_embedded() -> pd.DataFrame:
+    """Real daily OHLCV of AAPL, FB, GOOG, IBM and MSFT shipped by `bokeh_sampledata` (no network), with a Name column.
+
+    Prices are as traded (AAPL's 2:1 splits of 2000 and 2005 and MSFT's of 2003 included), plus Adj Close.
+    """
+    from bokeh_sampledata import stocks
+
+    frame = pd.concat([pd.DataFrame(getattr(stocks, name)).assign(name=name) for name in EMBEDDED_TICKERS])
+    return frame.reset_index(drop=True).rename(columns=lambda c: "Adj Close" if c == "adj_close" else c.title())
 
 
 def read_price_csv(path: str | Path, sep: str = ",") -> pd.DataFrame:
@@ -92,7 +112,7 @@ def clean_prices(frame: pd.DataFrame, columns: list[str], date_column: str = "Da
         field = "data.date_column" if date_column in missing else "data.target / data.features"
         raise DataError(f"{source}: column(s) {missing} not found; the file has {list(map(str, frame.columns))}. "
                         f"Fix: set {field} to one of those.")
-    frame = _select_ticker(frame, ticker, source)
+    frame = select_ticker(frame, ticker, source)
     notes: list[str] = []
     dates = pd.to_datetime(frame[date_column], errors="coerce")
     values = {}
@@ -128,18 +148,30 @@ def clean_prices(frame: pd.DataFrame, columns: list[str], date_column: str = "Da
     return clean
 
 
-def _select_ticker(frame: pd.DataFrame, ticker: str | None, source: str) -> pd.DataFrame:
-    column = next((c for c in TICKER_COLUMNS if c in frame.columns), None)
+def _ticker_column(frame: pd.DataFrame) -> str | None:
+    return next((c for c in TICKER_COLUMNS if c in frame.columns), None)
+
+
+def ticker_names(frame: pd.DataFrame) -> list[str]:
+    """The tickers of the file's Name/Ticker/Symbol column, sorted ([] without such a column)."""
+    column = _ticker_column(frame)
+    return [] if column is None else sorted(frame[column].dropna().astype(str).str.strip().unique())
+
+
+def select_ticker(frame: pd.DataFrame, ticker: str | None, source: str) -> pd.DataFrame:
+    """The rows of `ticker`; with None the file must hold one series (no ticker column, or one ticker in it)."""
+    column = _ticker_column(frame)
     if column is None:
         if ticker is not None:
             raise DataError(f"{source}: data.ticker={ticker!r} was given but the file has no {TICKER_COLUMNS} column. "
                             "Fix: data.ticker=null")
         return frame
-    names = sorted(frame[column].dropna().astype(str).str.strip().unique())
+    names = ticker_names(frame)
     if ticker is None:
         if len(names) > 1:
             raise DataError(f"{source}: column {column!r} holds {len(names)} tickers {names[:20]}. "
-                            f"Fix: pick one with data.ticker=<name>, e.g. data.ticker={names[0]}")
+                            f"Fix: pick one with data.ticker=<name>, e.g. data.ticker={names[0]}, or several with "
+                            f"data.tickers=[{','.join(names[:2])}] (or data.tickers=all)")
         return frame
     if ticker not in names:
         raise DataError(f"{source}: data.ticker={ticker!r} not in column {column!r}; it holds {names[:20]}. "
@@ -147,3 +179,18 @@ def _select_ticker(frame: pd.DataFrame, ticker: str | None, source: str) -> pd.D
     return frame[frame[column].astype(str).str.strip() == ticker]
 
 
+def split_tickers(frame: pd.DataFrame, tickers: list[str] | str, source: str) -> dict[str, pd.DataFrame]:
+    """The rows of each of `tickers` (a list, or "all"), in that order, from the file's Name/Ticker/Symbol column."""
+    column = _ticker_column(frame)
+    if column is None:
+        raise DataError(f"{source}: data.tickers={tickers} was given but the file has no {TICKER_COLUMNS} column. "
+                        "Fix: data.tickers=null")
+    names = frame[column].astype("string").str.strip()
+    held = sorted(names.dropna().unique())
+    wanted = held if tickers == "all" else list(dict.fromkeys(tickers))
+    missing = [t for t in wanted if t not in held]
+    if missing or not wanted:
+        raise DataError(f"{source}: data.tickers: {missing or '[]'} not in column {column!r}, which holds "
+                        f"{held[:20]}{' ...' if len(held) > 20 else ''}. Fix: data.tickers=[{','.join(held[:2])}] "
+                        "(names from that list) or data.tickers=all")
+    return {name: frame[(names == name).to_numpy()] for name in wanted}

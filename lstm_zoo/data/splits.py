@@ -1,10 +1,33 @@
-"""Train and test date ranges (pure, tiny, heavily tested)."""
+"""Train and test date ranges: one split, or rolling-origin (walk-forward) folds with a purge gap (pure pandas).
+
+Everything works on a trading calendar, the sorted union of the dates of every series of a run, so all
+tickers of a global model share one set of fold boundaries.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 
 from lstm_zoo.data.sources import DataError
+
+
+@dataclass(frozen=True)
+class Period:
+    """The date ranges of one run: training rows in [train_start, train_end], test rows in [test_start, test_end].
+
+    `train_start`/`test_end` None: from the first row / to the last row. Rows strictly between train_end and
+    test_start are the gap: no training or validation target lies there, but test windows still read them as
+    inputs (they are known by the first test day), so each test window ends on the trading day right before its
+    first target day.
+    """
+
+    train_start: pd.Timestamp | None
+    train_end: pd.Timestamp
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp | None = None
+    label: str = "single split"
 
 
 def split_dates(index: pd.DatetimeIndex, train_end: str | None, test_start: str | None,
@@ -24,3 +47,94 @@ def split_dates(index: pd.DatetimeIndex, train_end: str | None, test_start: str 
         raise DataError(f"data.train_end={train_end.date()} is before the first row: {span}. "
                         "Fix: a later data.train_end.")
     return train_end, test_start
+
+
+def single_split(calendar: pd.DatetimeIndex, train_end: str | None, test_start: str | None,
+                 source: str = "data") -> Period:
+    """The one split of `data.train_end` / `data.test_start`: training from the first row, test to the last."""
+    end, start = split_dates(calendar, train_end, test_start, source)
+    return Period(None, end, start)
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    """Rolling-origin folds (`backtest=walk_forward`): `n_folds` consecutive test periods ending at `end`.
+
+    Fold k's test period is the k-th of `n_folds` back-to-back blocks of `test_years` calendar years (or
+    `test_days` trading days, when set) whose last block ends at `end` (default: the last row). Its training
+    period ends `gap_days` trading days before the first test day (the purge) and starts at the first row
+    (expanding window, `train_years: null`) or `train_years` calendar years before its end (sliding window).
+    A run is one fold (`fold`), so a sweep over `backtest.fold` distributes the folds like any other jobs.
+    """
+
+    fold: int = 0
+    n_folds: int = 8
+    test_years: int = 1
+    test_days: int | None = None
+    train_years: int | None = None
+    gap_days: int = 0
+    end: str | None = None
+
+    def __post_init__(self) -> None:
+        def integer(name: str, low: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DataError(f"backtest.{name}={value!r} is out of range: it must be an integer >= {low}"
+                                f"{' (or null)' if optional else ''}.")
+
+        integer("n_folds", 1)
+        integer("test_years", 1)
+        integer("test_days", 1, optional=True)
+        integer("train_years", 1, optional=True)
+        integer("gap_days", 0)
+        if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < self.n_folds:
+            raise DataError(f"backtest.fold={self.fold!r} is out of range: with backtest.n_folds={self.n_folds} it "
+                            f"must be an integer in 0..{self.n_folds - 1}. Fix: 'backtest.fold=range("
+                            f"{self.n_folds})' in a multirun, or a larger backtest.n_folds.")
+
+    def folds(self, calendar: pd.DatetimeIndex, source: str = "data") -> list[Period]:
+        """Every fold's Period on `calendar` (sorted unique trading days); DataError if they do not fit the data."""
+        first, last = calendar[0], calendar[-1]
+        span = f"{source} covers {first.date()} to {last.date()}"
+        end = pd.Timestamp(self.end) if self.end is not None else last
+        if not first <= end <= last:
+            raise DataError(f"backtest.end={end.date()} is outside the data: {span}. Fix: backtest.end=null (the "
+                            "last row) or a date inside the data.")
+        n_end = int(calendar.searchsorted(end, side="right"))  # calendar[:n_end]: the days up to `end`
+        if self.test_days is not None:  # fold k tests calendar[starts[k] : starts[k + 1]]
+            starts = [n_end - (self.n_folds - k) * self.test_days for k in range(self.n_folds + 1)]
+            length, fit = f"backtest.test_days={self.test_days}", (n_end - 1) // self.test_days
+        else:
+            edges = [end - pd.DateOffset(years=(self.n_folds - k) * self.test_years) for k in range(self.n_folds)]
+            starts = [int(calendar.searchsorted(edge, side="right")) for edge in edges] + [n_end]
+            length, fit = f"backtest.test_years={self.test_years}", 0
+            while end - pd.DateOffset(years=(fit + 1) * self.test_years) >= first:
+                fit += 1
+        if starts[0] < 1:
+            raise DataError(f"backtest.n_folds={self.n_folds} test periods of {length} ending {end.date()} run past "
+                            f"the data ({span}): no training day is left before the first fold. Fix: "
+                            f"backtest.n_folds={max(fit, 1)}, a shorter test length, or more data.")
+        periods = []
+        for k, (begin, stop) in enumerate(zip(starts[:-1], starts[1:])):
+            if stop <= begin:
+                raise DataError(f"backtest: fold {k}'s test period holds no trading day ({length} on {span}). "
+                                "Fix: a longer test length or fewer backtest.n_folds.")
+            if begin - self.gap_days < 1:
+                raise DataError(f"backtest.gap_days={self.gap_days} is longer than fold {k}'s training period "
+                                f"({begin} trading days, {first.date()} to {calendar[begin - 1].date()}). Fix: a "
+                                "smaller backtest.gap_days or fewer backtest.n_folds.")
+            train_end = calendar[begin - self.gap_days - 1]  # the last training target day, before the gap
+            train_start = None  # expanding window: from the first row
+            if self.train_years is not None:  # sliding window: the `train_years` years up to train_end
+                since = train_end - pd.DateOffset(years=self.train_years)
+                train_start = calendar[int(calendar.searchsorted(since, side="right"))]
+            test_start, test_end = calendar[begin], calendar[stop - 1]
+            periods.append(Period(train_start, train_end, test_start, test_end,
+                                  f"fold {k} (test {test_start.date()} to {test_end.date()})"))
+        return periods
+
+    def period(self, calendar: pd.DatetimeIndex, source: str = "data") -> Period:
+        """This run's fold."""
+        return self.folds(calendar, source)[self.fold]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -35,21 +36,30 @@ def make_windows(series: Tensor, target: Tensor, window: int, horizon: int) -> t
 class Batch(NamedTuple):
     """What a model step sees; fields, not positions, so that a new field breaks no caller."""
 
-    x: Tensor  # (B, window, features), MinMax-scaled on the training period
+    x: Tensor  # (B, window, features), MinMax-scaled on the training period of the window's ticker
     y: Tensor  # (B, horizon), the training target: scaled level, or scaled change from `last`
     last: Tensor  # (B,), float64: the last known target price (the persistence forecast)
     actual: Tensor  # (B, horizon), float64: the true target prices, never round-tripped through the scaler
+    ticker: Tensor  # (B,), int64: index into the data module's `tickers`, the series each window belongs to
 
 
 class WindowDataset(Dataset):
-    """Windows held as tensor views; indexed with a whole batch of indices at once (no per-sample loop)."""
+    """Windows held as tensors (views of one series for a single ticker); indexed with a whole batch at once."""
 
-    def __init__(self, x: Tensor, y: Tensor, last: Tensor, actual: Tensor) -> None:
+    def __init__(self, x: Tensor, y: Tensor, last: Tensor, actual: Tensor, ticker: Tensor | None = None) -> None:
         self.x, self.y, self.last, self.actual = x, y, last, actual
+        self.ticker = ticker if ticker is not None else torch.zeros(len(x), dtype=torch.long, device=x.device)
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, index: list[int]) -> Batch:
-        return Batch(self.x[index], self.y[index], self.last[index], self.actual[index])
+        return Batch(self.x[index], self.y[index], self.last[index], self.actual[index], self.ticker[index])
 
+    @classmethod
+    def concat(cls, parts: list[WindowDataset]) -> WindowDataset:
+        """The windows of several tickers one after the other (one part stays a view: no copy)."""
+        if len(parts) == 1:
+            return parts[0]
+        fields = ("x", "y", "last", "actual", "ticker")
+        return cls(*(torch.cat([getattr(part, name) for part in parts]) for name in fields))

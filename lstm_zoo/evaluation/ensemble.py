@@ -8,7 +8,7 @@ import torch
 from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics
 
 
-def _steps(frame: pd.DataFrame, name: str) -> list[str]:
+def step_columns(frame: pd.DataFrame, name: str) -> list[str]:
     """The columns of `name` for every step ahead: actual, actual_t+2, ... (predictions.csv layout)."""
     return [name] + [c for c in frame.columns if c.startswith(f"{name}_t+")]
 
@@ -18,23 +18,25 @@ def ensemble_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         raise ValueError("ensemble_predictions needs at least one predictions frame")
     first = frames[0]
+    keys = [c for c in ("date", "ticker") if c in first]
     for i, frame in enumerate(frames[1:], start=1):
-        same = (len(frame) == len(first) and (frame["date"].astype(str).to_numpy() == first["date"].astype(str)
-                                                .to_numpy()).all()
-                and (frame[_steps(first, "actual")].to_numpy() == first[_steps(first, "actual")].to_numpy()).all())
+        same = (len(frame) == len(first) and set(keys) <= set(frame.columns)
+                and (frame[keys].astype(str).to_numpy() == first[keys].astype(str).to_numpy()).all()
+                and (frame[step_columns(first, "actual")].to_numpy() == first[step_columns(first, "actual")]
+                     .to_numpy()).all())
         if not same:
             raise ValueError(f"predictions frame {i} covers other days or other actual prices than frame 0: "
                              "only runs on the same data, split and target can be averaged.")
     ensemble = first.copy()
-    predicted = _steps(first, "predicted")
+    predicted = step_columns(first, "predicted")
     ensemble[predicted] = sum(frame[predicted].to_numpy(dtype=float) for frame in frames) / len(frames)
     return ensemble
 
 
 def predictions_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """test/* metrics of a predictions.csv frame, the same keys as the run's metrics.json."""
-    actual = torch.tensor(frame[_steps(frame, "actual")].to_numpy(dtype=float))  # (T, H)
-    pred = torch.tensor(frame[_steps(frame, "predicted")].to_numpy(dtype=float))
+    actual = torch.tensor(frame[step_columns(frame, "actual")].to_numpy(dtype=float))  # (T, H)
+    pred = torch.tensor(frame[step_columns(frame, "predicted")].to_numpy(dtype=float))
     last = torch.tensor(frame["persistence"].to_numpy(dtype=float))  # persistence = the last known value
     persistence = last.unsqueeze(1).expand_as(actual)
     metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}

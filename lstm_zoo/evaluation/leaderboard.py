@@ -8,7 +8,6 @@ into the sweep folder. Failed or incomplete runs are listed, never skipped silen
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -225,13 +224,3 @@ def compare(sweep: Path, by: list[str]) -> pd.DataFrame:
     print(text + f"\nWrote {', '.join(written)} to {sweep}")
     return table
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", type=Path, help="a sweep folder, e.g. outputs/multirun/<date>_lstm_vs_gru")
-    parser.add_argument("--by", nargs="+", default=["model"],
-                        help="config groups or keys that define a row (default: model), e.g. --by model data.window")
-    args = parser.parse_args(argv)
-    if not args.sweep.is_dir():
-        parser.error(f"{args.sweep}: no such folder. Fix: pass a sweep folder under outputs/multirun/")
-    compare(args.sweep, args.by)

@@ -52,7 +52,7 @@ class Forecaster(L.LightningModule):
         self.val_persistence_rmse = MeanSquaredError(squared=False)
         self.test_results: dict[str, Tensor] = {}
         self.test_metrics: dict[str, float] = {}  # float64 from computation to metrics.json (self.log is float32)
-        self._test_batches: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._test_batches: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define forward: (B, window, features) -> (B, horizon)")
@@ -87,7 +87,8 @@ class Forecaster(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         y_hat = self(batch.x)
         self.val_loss.update(self.loss_fn(y_hat, batch.y), len(y_hat))
-        pred, actual = self.trainer.datamodule.to_price(y_hat, batch.last).float(), batch.actual.float()
+        pred = self.trainer.datamodule.to_price(y_hat, batch.last, batch.ticker).float()
+        actual = batch.actual.float()
         self.val_metrics.update(pred, actual)
         self.val_persistence_rmse.update(persistence_forecast(batch.last, actual.shape[1]).float(), actual)
 
@@ -102,17 +103,18 @@ class Forecaster(L.LightningModule):
         y_hat = self(batch.x)
         self.log("test/loss", self.loss_fn(y_hat, batch.y), batch_size=len(y_hat), sync_dist=True)
         # float64 prices: the true ones from the data, not a float32 round trip through the scaler
-        self._test_batches.append((self.trainer.datamodule.to_price(y_hat, batch.last), batch.actual, batch.last))
+        self._test_batches.append((self.trainer.datamodule.to_price(y_hat, batch.last, batch.ticker), batch.actual,
+                                   batch.last, batch.ticker))
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
 
     def on_test_epoch_end(self) -> None:
         """Metrics in price units for the model and for persistence, over the whole test period at once."""
-        pred, actual, last = (torch.cat(parts) for parts in zip(*self._test_batches))
+        pred, actual, last, ticker = (torch.cat(parts) for parts in zip(*self._test_batches))
         self._test_batches.clear()
         persistence = persistence_forecast(last, actual.shape[1])
-        self.test_results = {"pred": pred, "actual": actual, "persistence": persistence}
+        self.test_results = {"pred": pred, "actual": actual, "persistence": persistence, "ticker": ticker}
         metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
         metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
         metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})

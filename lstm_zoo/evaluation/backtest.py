@@ -1,0 +1,293 @@
+"""Leaderboard of a walk-forward or multi-ticker sweep, and the `scripts/compare.py` command line.
+
+`python scripts/compare.py <sweep> [--by model data.target_transform]`: a configuration is one value of the --by
+keys; its runs differ in fold (`backtest.fold`), seed and, for per-ticker models, ticker. Per configuration and
+seed the out-of-sample forecasts of all its runs are pooled into one series (every ticker-day once), then:
+
+- pooled table: scale-free metrics over all tickers and folds (`lstm_zoo.evaluation.pooling`), mean ± std over
+  seeds, a Diebold-Mariano test against persistence and the Model Confidence Set p-value on the configuration's
+  loss series (each day's relative loss averaged over its seeds: the configuration as a recipe, one run of it);
+- per-fold table and plot: the pooled skill of each fold (test period), mean ± std over seeds;
+- per-ticker table: RMSE, MAE, MAPE, skill, directional accuracy and DM in the ticker's price units;
+- the MCS at 10% and 25% over all configurations plus persistence, and Hansen's SPA test of "no configuration
+  beats persistence" (`lstm_zoo.evaluation.confidence`), said in words.
+
+A sweep of single-split, single-ticker runs gets the plain leaderboard of `lstm_zoo.evaluation.leaderboard`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
+from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
+from lstm_zoo.evaluation.leaderboard import compare, group_label, markdown, read_sweep  # noqa: E402
+from lstm_zoo.evaluation.metrics import diebold_mariano, format_pvalue  # noqa: E402
+from lstm_zoo.evaluation.pooling import pool_folds, pooled_metrics, relative_losses, squared_errors  # noqa: E402
+
+PERSISTENCE = "persistence"
+
+
+def sweep_keys(by: list[str]) -> list[str]:
+    """The --by keys plus the fold and tickers of each run."""
+    return list(dict.fromkeys([*by, "backtest.fold", "data.tickers"]))
+
+
+def is_backtest(runs: pd.DataFrame) -> bool:
+    """Runs with walk-forward folds or with data.tickers (global or per-ticker models) get the pooled report."""
+    return bool(runs["backtest.fold"].notna().any() or runs["data.tickers"].notna().any())
+
+
+def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.DataFrame]]:
+    """Per configuration label and seed, the pooled forecasts of its completed runs (a `fold` column added)."""
+    done = runs[runs["completed"] & runs["predictions"].notna()]
+    forecasts: dict[str, dict[int, pd.DataFrame]] = {}
+    for key, group in done.groupby(by, dropna=False, sort=True):
+        per_seed = {}
+        for seed, members in group.groupby("seed", sort=True):
+            frames = [pd.read_csv(path, parse_dates=["date"]).assign(fold=int(fold) if pd.notna(fold) else 0)
+                      for path, fold in zip(members["predictions"], members["backtest.fold"])]
+            try:
+                per_seed[int(seed)] = pool_folds(frames)
+            except ValueError as err:  # two runs of one configuration and seed forecast the same ticker-days
+                raise SystemExit(f"configuration {group_label(key)!r}, seed {seed}: {err} Or put the key that "
+                                 "tells those runs apart in --by (e.g. --by model data.tickers).") from None
+        forecasts[group_label(key)] = per_seed
+    return forecasts
+
+
+def seed_mean_losses(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """Per (ticker, date): fold, squared errors in price units and relative losses, each averaged over the seeds."""
+    frames = []
+    for frame in per_seed.values():
+        losses = relative_losses(frame)
+        frames.append(losses.assign(error=squared_errors(frame, "predicted"),
+                                    persistence_error=squared_errors(frame, "persistence"))
+                      [["ticker", "date", "fold", "actual", "error", "persistence_error", "loss", "persistence_loss"]])
+    return pd.concat(frames).groupby(["ticker", "date"]).mean()
+
+
+def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int) -> float:
+    """Diebold-Mariano p-value of a per-day loss series against persistence's (HLN-corrected, lags up to h-1)."""
+    return diebold_mariano(torch.tensor(np.sqrt(loss.to_numpy()))[:, None],
+                           torch.tensor(np.sqrt(persistence_loss.to_numpy()))[:, None], horizon)[1]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    clean = [v for v in values if v is not None and math.isfinite(v)]
+    if not clean:
+        return math.nan, math.nan
+    return float(np.mean(clean)), float(np.std(clean, ddof=1)) if len(clean) > 1 else math.nan
+
+
+def fold_label(frame: pd.DataFrame) -> str:
+    """A test period as its calendar year when it is one, else its first and last month."""
+    first, last = frame["date"].min(), frame["date"].max()
+    return str(first.year) if first.year == last.year else f"{first:%Y-%m}..{last:%Y-%m}"
+
+
+def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bootstrap,
+                    sizes: tuple[float, ...]) -> dict:
+    """The pooled, per-fold and per-ticker tables, the daily loss matrix, MCS p-values and the SPA p-value."""
+    losses = {config: seed_mean_losses(per_seed) for config, per_seed in forecasts.items()}
+    common = sorted(set.intersection(*(set(frame.index) for frame in losses.values())))
+    reference = next(iter(losses.values())).loc[common]
+    for config, frame in losses.items():  # the same ticker-days must hold the same prices in every configuration
+        if not np.allclose(frame.loc[common, "actual"], reference["actual"], rtol=1e-6):
+            raise SystemExit(f"configuration {config!r} forecasts other prices than {next(iter(losses))!r} on the "
+                             "same ticker-days (another data.target or data file?). Fix: compare runs of one series, "
+                             "or put the differing key in --by and compare them separately.")
+    daily = pd.DataFrame({config: frame.loc[common, "loss"].groupby(level="date").mean()
+                          for config, frame in losses.items()})
+    daily[PERSISTENCE] = reference["persistence_loss"].groupby(level="date").mean()
+    horizon = len(step_columns(next(iter(next(iter(forecasts.values())).values())), "actual"))
+    mcs = confidence_set_pvalues(daily, bootstrap)
+    spa = spa_pvalue(daily[PERSISTENCE], daily.drop(columns=PERSISTENCE), bootstrap)
+
+    pooled, per_fold, per_ticker = [], [], []
+    for config, per_seed in forecasts.items():
+        seeds = [pooled_metrics(frame) for frame in per_seed.values()]
+        row = {"config": config, "seeds": len(per_seed),
+               "folds": len(set().union(*(set(f["fold"]) for f in per_seed.values()))),
+               "tickers": len(set().union(*(set(f["ticker"]) for f in per_seed.values()))),
+               "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon),
+               "mcs_p": mcs[config], **{f"in_mcs_{size:g}": bool(mcs[config] >= size) for size in sizes}}
+        for key in ("rel_mse", "skill", "mape", "directional_accuracy"):
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[key] for m in seeds])
+        pooled.append(row)
+        folds = sorted(set().union(*(set(f["fold"]) for f in per_seed.values())))
+        for fold in folds:
+            parts = [frame[frame["fold"] == fold] for frame in per_seed.values() if (frame["fold"] == fold).any()]
+            skill_mean, skill_std = mean_std([pooled_metrics(part)["skill"] for part in parts])
+            per_fold.append({"config": config, "fold": fold, "test": fold_label(parts[0]), "seeds": len(parts),
+                             "skill_mean": skill_mean, "skill_std": skill_std})
+        mean_losses = losses[config]
+        for ticker in sorted(set().union(*(set(f["ticker"]) for f in per_seed.values()))):
+            metrics = [predictions_metrics(frame[frame["ticker"] == ticker]) for frame in per_seed.values()
+                       if (frame["ticker"] == ticker).any()]
+            mine = mean_losses.loc[ticker]
+            row = {"ticker": ticker, "config": config, "seeds": len(metrics),
+                   "persistence_rmse": metrics[0]["test/persistence_rmse"],
+                   "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon)}
+            for key in ("rmse", "mae", "mape", "skill", "directional_accuracy"):
+                row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[f"test/{key}"] for m in metrics])
+            per_ticker.append(row)
+    first = next(iter(next(iter(forecasts.values())).values()))
+    persistence = {"config": PERSISTENCE, "days": len(daily), "rel_mse_mean": 1.0, "skill_mean": 0.0,
+                   "mape_mean": pooled_metrics(first)["persistence_mape"],
+                   "mcs_p": mcs[PERSISTENCE], **{f"in_mcs_{size:g}": bool(mcs[PERSISTENCE] >= size) for size in sizes}}
+    pooled_table = pd.DataFrame([*pooled, persistence]).set_index("config").sort_values("rel_mse_mean")
+    return {"pooled": pooled_table, "per_fold": pd.DataFrame(per_fold),
+            "per_ticker": pd.DataFrame(per_ticker).sort_values(["ticker", "rmse_mean"]), "daily": daily,
+            "mcs": mcs, "spa_p": spa, "dropped_days": {c: len(f) - len(common) for c, f in losses.items()}}
+
+
+def pm(mean: float, std: float, digits: int = 3) -> str:
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if std is None or pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def verdict(tables: dict, sizes: tuple[float, ...], bootstrap: Bootstrap) -> list[str]:
+    """The MCS membership and the SPA result in words."""
+    mcs, configs = tables["mcs"], [c for c in tables["mcs"].index if c != PERSISTENCE]
+    method = (f"{bootstrap.kind} block bootstrap, mean block {bootstrap.block_size} days, {bootstrap.reps} "
+              f"replications, seed {bootstrap.seed}")
+    lines = [f"Model confidence set (Hansen, Lunde & Nason 2011, range statistic; {method}) over the {len(configs)} "
+             f"configuration(s) and persistence, on {len(tables['daily'])} days of pooled relative losses:"]
+    for size in sizes:
+        members = [c for c in mcs.sort_values(ascending=False).index if mcs[c] >= size]
+        lines.append(f"- at {size:.0%} ({1 - size:.0%} confidence): {', '.join(members)}"
+                     f"{'' if PERSISTENCE in members else ' (persistence is excluded)'}")
+    spa = tables["spa_p"]
+    decision = ("rejected at 5%: at least one configuration beats persistence" if spa < 0.05 else
+                "not rejected at 5%: no configuration is shown to beat persistence")
+    lines.append(f"SPA test (Hansen 2005, consistent p-value; same bootstrap) of 'no configuration beats persistence' "
+                 f"over the {len(configs)} configuration(s) tried: p = {format_pvalue(spa)}, {decision}.")
+    return lines
+
+
+def shown_tables(tables: dict, sizes: tuple[float, ...], name: str) -> dict[str, pd.DataFrame]:
+    """Display strings of the three tables; `name` heads the configuration column."""
+    table = tables["pooled"]
+    pooled = pd.DataFrame(index=table.index)
+    for column in ("seeds", "folds", "tickers", "days"):
+        pooled[column] = ["" if pd.isna(v) else f"{v:.0f}" for v in table[column]]
+    pooled["rel. MSE"] = [pm(m, s, 4) for m, s in zip(table["rel_mse_mean"], table.get("rel_mse_std"))]
+    pooled["skill"] = [pm(m, s, 4) for m, s in zip(table["skill_mean"], table.get("skill_std"))]
+    pooled["MAPE %"] = [pm(m, s) for m, s in zip(table.get("mape_mean"), table.get("mape_std"))]
+    pooled["dir. acc."] = [pm(m, s) for m, s in zip(table.get("directional_accuracy_mean"),
+                                                    table.get("directional_accuracy_std"))]
+    pooled["DM p (seed-mean loss)"] = [format_pvalue(v) for v in table["dm_p"]]
+    pooled["MCS p"] = [f"{v:.3f}" for v in table["mcs_p"]]
+    for size in sizes:
+        pooled[f"in MCS {size:.0%}"] = ["yes" if v else "no" for v in table[f"in_mcs_{size:g}"]]
+
+    folds = tables["per_fold"]
+    per_fold = folds.assign(cell=[pm(m, s) for m, s in zip(folds["skill_mean"], folds["skill_std"])]).pivot(
+        index="config", columns="fold", values="cell")
+    labels = folds.drop_duplicates("fold").set_index("fold")["test"]
+    per_fold.columns = [f"fold {f} ({labels[f]})" for f in per_fold.columns]
+    per_fold = per_fold.loc[[c for c in table.index if c in per_fold.index]].fillna("n/a")
+
+    tickers = tables["per_ticker"]
+    per_ticker = pd.DataFrame({name: tickers["config"].to_numpy(), "seeds": tickers["seeds"].to_numpy()},
+                              index=tickers["ticker"].to_numpy())
+    for key, name in (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("skill", "skill"),
+                      ("directional_accuracy", "dir. acc.")):
+        per_ticker[name] = [pm(m, s) for m, s in zip(tickers[f"{key}_mean"], tickers[f"{key}_std"])]
+    per_ticker["persistence RMSE"] = [f"{v:.3f}" for v in tickers["persistence_rmse"]]
+    per_ticker["DM p (seed-mean loss)"] = [format_pvalue(v) for v in tickers["dm_p"]]
+    return {"pooled": pooled, "per_fold": per_fold, "per_ticker": per_ticker}
+
+
+def plot_skill_per_fold(per_fold: pd.DataFrame, path: Path) -> None:
+    """Pooled skill of each fold per configuration (mean ± std over seeds); 0 is persistence."""
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * per_fold["fold"].nunique() + 3), 4.5))
+    labels = per_fold.drop_duplicates("fold").sort_values("fold")
+    for config, rows in per_fold.groupby("config", sort=False):
+        rows = rows.sort_values("fold")
+        ax.errorbar(rows["fold"], rows["skill_mean"], yerr=rows["skill_std"].fillna(0), marker="o", capsize=3,
+                    label=config)
+    ax.axhline(0, color="red", linestyle="--", label="persistence (tomorrow = today)")
+    ax.set_xticks(labels["fold"], [f"{f}\n{t}" for f, t in zip(labels["fold"], labels["test"])])
+    ax.set(xlabel="fold (test period)", ylabel="skill = 1 - sqrt(MSE / persistence MSE)",
+           title="Out-of-sample skill per fold, pooled over tickers (mean ± std over seeds)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare_backtest(sweep: Path, by: list[str], bootstrap: Bootstrap | None = None,
+                     sizes: tuple[float, ...] = (0.10, 0.25)) -> dict:
+    """Build, print and write the walk-forward leaderboard of `sweep`; returns the numeric tables."""
+    bootstrap = bootstrap or Bootstrap()
+    runs = read_sweep(sweep, sweep_keys(by))
+    forecasts = read_forecasts(runs, by)
+    if not forecasts:
+        raise SystemExit(f"{sweep}: no completed run with predictions.csv. Fix: pass a sweep of finished runs.")
+    tables = backtest_tables(forecasts, bootstrap, sizes)
+    name = " / ".join(by)
+    shown = shown_tables(tables, sizes, name)
+    failed = runs.loc[~runs["completed"], ["run", "status"]]
+    text = ["## Pooled over folds and tickers (scale-free)", "", markdown(shown["pooled"], name), "",
+            "rel. MSE: the mean over days of each day's squared error relative to persistence's MSE on the same ticker "
+            "and fold, averaged over tickers, divided by persistence's (< 1: better than persistence); skill = 1 - "
+            "sqrt(rel. MSE); mean ± std over seeds. DM p and MCS p use each day's loss averaged over the seeds.", "",
+            *verdict(tables, sizes, bootstrap), "", "## Skill per fold (pooled over tickers, mean ± std over seeds)",
+            "", markdown(shown["per_fold"], name), "", "## Per ticker (price units, all folds pooled)", "",
+            markdown(shown["per_ticker"], "ticker"), ""]
+    dropped = {c: n for c, n in tables["dropped_days"].items() if n}
+    notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed, {len(failed)} failed or "
+             "incomplete."]
+    if dropped:
+        notes.append(f"Ticker-days forecast by only some configurations, left out of the MCS, SPA and DM: {dropped}.")
+    if len(failed):
+        notes += ["", "Failed or incomplete runs:"] + [f"- {r.run}: {r.status}" for r in failed.itertuples()]
+    report = "\n".join(text + notes) + "\n"
+    (sweep / "leaderboard.md").write_text(report)
+    tables["pooled"].to_csv(sweep / "pooled.csv")
+    tables["per_fold"].to_csv(sweep / "per_fold.csv", index=False)
+    tables["per_ticker"].to_csv(sweep / "per_ticker.csv", index=False)
+    tables["daily"].to_csv(sweep / "daily_losses.csv")
+    runs.drop(columns=["predictions"], errors="ignore").to_csv(sweep / "runs.csv", index=False)
+    plot_skill_per_fold(tables["per_fold"], sweep / "skill_per_fold.png")
+    print(report + f"\nWrote leaderboard.md, pooled.csv, per_fold.csv, per_ticker.csv, daily_losses.csv, runs.csv, "
+          f"skill_per_fold.png to {sweep}")
+    return tables
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Leaderboard of a sweep (walk-forward and multi-ticker sweeps: "
+                                     "pooled, per-fold and per-ticker tables, MCS and SPA).")
+    parser.add_argument("sweep", type=Path, help="a sweep folder, e.g. outputs/multirun/<date>_walk_forward")
+    parser.add_argument("--by", nargs="+", default=["model"],
+                        help="config groups or keys that define a configuration (default: model), e.g. --by model "
+                             "data.target_transform")
+    parser.add_argument("--block-size", type=int, default=Bootstrap.block_size,
+                        help="mean block length (days) of the stationary bootstrap of MCS and SPA (default 20)")
+    parser.add_argument("--reps", type=int, default=Bootstrap.reps, help="bootstrap replications (default 1000)")
+    parser.add_argument("--bootstrap-seed", type=int, default=Bootstrap.seed, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--mcs-sizes", type=float, nargs="+", default=[0.10, 0.25],
+                        help="MCS levels (default 0.10 0.25: the 90%% and 75%% confidence sets)")
+    args = parser.parse_args(argv)
+    if not args.sweep.is_dir():
+        parser.error(f"{args.sweep}: no such folder. Fix: pass a sweep folder under outputs/multirun/")
+    if args.block_size < 1 or args.reps < 1 or not all(0 < s < 1 for s in args.mcs_sizes):
+        parser.error("--block-size and --reps must be >= 1 and every --mcs-sizes value in (0, 1)")
+    if is_backtest(read_sweep(args.sweep, sweep_keys(args.by))):
+        compare_backtest(args.sweep, args.by, Bootstrap(args.block_size, args.reps, args.bootstrap_seed),
+                         tuple(args.mcs_sizes))
+    else:
+        compare(args.sweep, args.by)

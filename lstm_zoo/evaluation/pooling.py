@@ -1,0 +1,98 @@
+"""Pooling out-of-sample forecasts over folds and tickers, with a scale-free loss for comparisons across tickers.
+
+A predictions frame is a run's predictions.csv (date, ticker, actual, predicted, persistence, and actual_t+k /
+predicted_t+k for horizon > 1), plus a `fold` column once the folds of a configuration are pooled.
+
+Prices differ more than tenfold across tickers (GOOG against MSFT), so squared dollar errors pooled over tickers
+would rank forecasts on the dearest stock alone. Pooled statistics therefore use the **relative squared error**:
+a forecast origin's squared error (mean over its steps) divided by persistence's mean squared error on the same
+ticker and fold. Its mean is the forecast's MSE relative to persistence there (1 for persistence itself, Theil's U
+squared), and within one ticker and fold it is the squared error times a constant, so rankings and
+Diebold-Mariano tests there are unchanged. Normalising per fold as well keeps a stock whose price grew tenfold over
+the years (AAPL) from being weighed by its last years alone. The loss of a day is the mean over the tickers
+forecast that day: that daily series is what the pooled Diebold-Mariano test, the MCS and the SPA test see, so
+same-day losses of different tickers (one market) stay together in the block bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns
+from lstm_zoo.evaluation.metrics import diebold_mariano, directional_accuracy, forecast_metrics
+
+
+def squared_errors(frame: pd.DataFrame, forecast: str = "predicted") -> np.ndarray:
+    """Per forecast origin, the mean over its steps of the squared error of `forecast` (predicted or persistence)."""
+    actual = frame[step_columns(frame, "actual")].to_numpy(dtype=float)  # (T, H)
+    if forecast == "persistence":  # the last known value, repeated for every step ahead
+        pred = frame[["persistence"]].to_numpy(dtype=float)
+    else:
+        pred = frame[step_columns(frame, forecast)].to_numpy(dtype=float)
+    return ((pred - actual) ** 2).mean(axis=1)
+
+
+def relative_losses(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` plus `loss` and `persistence_loss`: squared errors over persistence's MSE on the ticker (and fold)."""
+    keys = [frame[k].to_numpy() for k in ("ticker", "fold") if k in frame]
+    model, base = squared_errors(frame, "predicted"), squared_errors(frame, "persistence")
+    scale = pd.Series(base).groupby(keys).transform("mean").to_numpy()
+    if (scale <= 0).any():
+        where = frame.loc[scale <= 0, [k for k in ("ticker", "fold") if k in frame]].drop_duplicates()
+        raise ValueError(f"persistence is exact on every test day of {where.to_dict('records')} (the price never "
+                         "moves), so errors relative to it are undefined. Fix: leave that series out.")
+    return frame.assign(loss=model / scale, persistence_loss=base / scale)
+
+
+def daily_losses(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per date, the mean over tickers of the relative losses of the forecast and of persistence."""
+    losses = relative_losses(frame)
+    return losses.groupby(pd.to_datetime(losses["date"]))[["loss", "persistence_loss"]].mean()
+
+
+def pooled_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    """Scale-free metrics of a predictions frame pooled over its tickers (and folds), against persistence.
+
+    rel_mse: the mean daily relative loss over persistence's (< 1: better than persistence); skill = 1 -
+    sqrt(rel_mse), which for a single ticker and fold is the usual 1 - RMSE / persistence RMSE; MAPE and
+    directional accuracy over every forecast; Diebold-Mariano on the daily loss series.
+    """
+    daily = daily_losses(frame)
+    rel_mse = float(daily["loss"].mean() / daily["persistence_loss"].mean())
+    horizon = len(step_columns(frame, "actual"))
+    # diebold_mariano takes errors and squares them: the square roots of the daily losses
+    statistic, pvalue = diebold_mariano(torch.tensor(np.sqrt(daily[["loss"]].to_numpy())),
+                                        torch.tensor(np.sqrt(daily[["persistence_loss"]].to_numpy())), horizon)
+    actual = torch.tensor(frame[step_columns(frame, "actual")].to_numpy(dtype=float))
+    pred = torch.tensor(frame[step_columns(frame, "predicted")].to_numpy(dtype=float))
+    last = torch.tensor(frame["persistence"].to_numpy(dtype=float))
+    persistence = last.unsqueeze(1).expand_as(actual)
+    return {"rel_mse": rel_mse, "skill": 1 - math.sqrt(rel_mse), "mape": forecast_metrics(pred, actual)["mape"],
+            "persistence_mape": forecast_metrics(persistence, actual)["mape"],
+            "directional_accuracy": directional_accuracy(pred, actual, last), "dm_stat": statistic,
+            "dm_pvalue": pvalue, "days": float(len(daily)), "tickers": float(frame["ticker"].nunique())}
+
+
+def ticker_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    """test/<ticker>/* (each ticker's metrics in its price units) and test/pooled/* (scale-free, over all tickers)."""
+    metrics = {}
+    for ticker, part in frame.groupby("ticker", sort=False):
+        metrics.update({f"test/{ticker}/{k.removeprefix('test/')}": v for k, v in predictions_metrics(part).items()})
+    metrics.update({f"test/pooled/{k}": v for k, v in pooled_metrics(frame).items()})
+    return metrics
+
+
+def pool_folds(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The forecasts of several runs (folds, or tickers of per-ticker models) as one series, sorted by ticker and
+    date; a (ticker, date) forecast by two of them is an error: every test day belongs to exactly one fold."""
+    pooled = pd.concat(frames, ignore_index=True)
+    twice = pooled.duplicated(["ticker", "date"], keep=False)
+    if twice.any():
+        shown = pooled.loc[twice, ["ticker", "date"]].drop_duplicates().head(3).to_dict("records")
+        raise ValueError(f"{int(twice.sum())} forecasts share a ticker and date across the pooled runs (e.g. {shown}):"
+                         " their test periods overlap. Fix: pool runs of distinct folds (backtest.fold) or tickers.")
+    return pooled.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
