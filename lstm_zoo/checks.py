@@ -6,6 +6,7 @@ import logging
 import math
 import pickle
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -157,6 +158,30 @@ def load_checkpoint(path: str | Path) -> dict:
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]}). Fix: use "
                               "another checkpoint, e.g. the run's other .ckpt file.") from None
+
+
+def newest_complete_checkpoint(folder: Path, quarantine: bool = True) -> tuple[Path, dict] | None:
+    """The newest `*.ckpt` in `folder` that loads as a training checkpoint, and its contents; None if there is none.
+
+    A newer torn or unreadable one is skipped with a warning and, with `quarantine`, renamed `<name>.torn` so that
+    it is never picked again (nor overwritten unseen: it stays for inspection).
+    """
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"),
+                        reverse=True)
+    for path in candidates:
+        try:
+            checkpoint = load_checkpoint(path)
+            if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "epoch"} <= checkpoint.keys():
+                raise CheckpointError(f"{path}: not a training checkpoint (no state_dict, loops and epoch)")
+        except CheckpointError as err:
+            renamed = path.with_name(path.name + ".torn") if quarantine else None
+            warnings.warn(f"skipping a torn or unreadable checkpoint in favour of an older complete one"
+                          f"{f' (renamed {renamed.name})' if renamed else ''}: {err}", stacklevel=2)
+            if renamed:
+                path.replace(renamed)
+            continue
+        return path, checkpoint
+    return None
 
 
 def keep_best_across_folders(trainer: L.Trainer, checkpoint: dict) -> None:

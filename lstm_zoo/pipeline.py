@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -35,7 +34,9 @@ from lstm_zoo.evaluation.metrics import format_pvalue
 from lstm_zoo.evaluation.pooling import ticker_metrics
 from lstm_zoo.export import check_format, export_forecaster
 from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
+from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files
 from lstm_zoo.models import Forecaster
+from lstm_zoo.records import RunRecord, read_record, write_json
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,6 @@ def log_experiment(logger, params: dict) -> None:
         writer.add_summary(session_end)
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """JSON with NaN written as null (undefined), never as an invalid NaN token."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
-    path.write_text(json.dumps(clean, indent=2, default=str) + "\n")
-
-
 def print_summary(metrics: dict) -> None:
     """Model and persistence side by side (per ticker when there are several, then pooled over them); skill and the
     Diebold-Mariano test say whether the model is better."""
@@ -212,73 +207,103 @@ def split_info(datamodule: StockDataModule) -> dict:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train and test one configuration; returns the final metrics (also written to metrics.json)."""
+    """Train and test one configuration; returns the final metrics (also written to metrics.json).
+
+    Re-running is resuming: the run folder decides how the run starts (`lstm_zoo.lifecycle.plan_run`), and
+    metrics.json says `running` (with a heartbeat) until it says `completed`, `failed` or `interrupted`.
+    """
     route_lightning_logs_to_hydra()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank_zero = rank_zero_only.rank == 0  # under DDP every rank runs this task in the same folder
+    try:
+        plan = plan_run(cfg, out, rank_zero)
+    except BaseException as err:
+        if rank_zero and read_record(out) is None:  # never write over the record of the run the folder holds
+            cause = user_error(err) or err
+            write_json(out / "metrics.json", {"status": "failed", "error": f"{type(cause).__name__}: {cause}"})
+        raise
+    if plan.completed is not None:
+        return recorded_results(plan, out, rank_zero)
+    if rank_zero:
+        record_hydra_files(out, cfg)
+    record = RunRecord(out, plan.config_id, plan.ckpt_path, write=rank_zero)
     metrics: dict = {"status": "running"}
     try:
-        check_config(cfg)
-        ckpt_path = checkpoint_file(cfg.ckpt_path)
-        resume = load_checkpoint(ckpt_path) if ckpt_path not in (None, "last") else None
-        L.seed_everything(cfg.seed, workers=True)
-        datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
-        model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
-                                        window=datamodule.window, interval_levels=cfg.interval_levels,
-                                        _convert_="all")
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-        logger = instantiate(cfg.logger)
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-        log_experiment(logger, experiment_hparams(cfg, model))
-        if resume is not None:
-            keep_best_across_folders(trainer, resume)
-
-        started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
-                       optimizer_steps=trainer.global_step,
-                       windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
-        validated = cfg.data.val_fraction > 0
-        last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
-            raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
-                                     f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
-                                     "trainer.gradient_clip_val=1.0.")  # sweepers can't rank NaN
-        ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
-        best = ranking.best_model_path if ranking else ""
-        tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
-        if tested:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
-            loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
-            trainer.validate(model, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
-            trainer.loggers = loggers
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-        metrics.update(tested_weights="best" if tested else "last")  # the weights test/* describe
-        if cfg.test and trainer.world_size > 1:
-            if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
-                return metrics
-            metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
-        elif cfg.test:
-            metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
-        metrics.update(split_info(datamodule))
-        metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
-                       best_checkpoint=best or None)
-        logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
-                            "hp/test_rmse": metrics.get("test/rmse", math.nan),
-                            "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
-        if trainer.is_global_zero and cfg.test:
-            print_summary(metrics)
+        train_and_test(cfg, out, plan, metrics)
+        record.finish("completed", metrics)
         return metrics
     except SIGTERMException as err:  # a SystemExit with no code: it would exit 0 and hide the interruption
-        metrics.update(status="interrupted", error="SIGTERM")
+        record.finish("interrupted", metrics, error="SIGTERM")
         raise SystemExit(143) from err
     except BaseException as err:
         cause = user_error(err) or err
-        metrics.update(status="interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed",
-                       error=f"{type(cause).__name__}: {cause}")
+        record.finish("interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed", metrics,
+                      error=f"{type(cause).__name__}: {cause}")
         raise
-    finally:
-        if rank_zero_only.rank == 0:  # under DDP every rank runs this task in the same folder
-            write_json(out / "metrics.json", metrics)
+
+
+def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]:
+    """A completed run's metrics as recorded (NaN where it recorded null); copied here when from another folder."""
+    metrics = {k: (math.nan if v is None and "/" in k else v) for k, v in plan.completed.items()}
+    if rank_zero and "results_from" in metrics:
+        write_json(out / "metrics.json", {**metrics, "config_id": plan.config_id})
+    if rank_zero and metrics.get("test/rmse") is not None:
+        print_summary(metrics)
+    return metrics
+
+
+def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> None:
+    """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`."""
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
+    model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
+                                    window=datamodule.window, interval_levels=cfg.interval_levels, _convert_="all")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    purge = {"purge_step": plan.purge_step} if plan.purge_step is not None and \
+        issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
+    logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    log_experiment(logger, experiment_hparams(cfg, model))
+    if plan.checkpoint is not None:
+        keep_best_across_folders(trainer, plan.checkpoint)
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*exists and is not empty")  # resuming in the run's own folder
+        trainer.fit(model, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
+    metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
+                   optimizer_steps=trainer.global_step,
+                   windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
+    validated = cfg.data.val_fraction > 0
+    last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
+        raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
+                                 f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
+                                 "trainer.gradient_clip_val=1.0.")  # sweepers can't rank NaN
+    ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
+    best = ranking.best_model_path if ranking else ""
+    tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
+    if tested:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
+        loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
+        trainer.validate(model, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
+        trainer.loggers = loggers
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    metrics.update(tested_weights="best" if tested else "last")  # the weights test/* describe
+    if cfg.test and trainer.world_size > 1:
+        if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
+            return
+        metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
+    elif cfg.test:
+        metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
+    metrics.update(split_info(datamodule))
+    metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=best or None)
+    logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
+                        "hp/test_rmse": metrics.get("test/rmse", math.nan),
+                        "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
+    if trainer.is_global_zero and cfg.test:
+        print_summary(metrics)
 
 
 def load_forecaster(path: str | Path, model_class: str | None = None, **overrides) -> tuple[Forecaster, dict]:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
 from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
+from lstm_zoo.records import effective_status  # noqa: E402
 
 METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
 COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",
@@ -61,11 +62,12 @@ def read_run(run: Path, sweep: Path, by: list[str]) -> dict:
     if not metrics_file.is_file():
         return {**row, "status": "failed: no metrics.json (the job crashed or never started)"}
     metrics = json.loads(metrics_file.read_text())
-    status = metrics.get("status", "unknown")
+    status, why = effective_status(metrics)  # a `running` record whose process is gone (SIGKILL) is interrupted
     if status == "completed" and metrics.get("test/rmse") is None:
         status = "incomplete: no test metrics (test=false?)"
     elif status != "completed":
-        status = f"{status}: {metrics.get('error', 'no error recorded')}"
+        status = f"{status}: {why or 'no error recorded'}"
+    metrics.pop("process", None)  # who ran it (pid, host, heartbeat): not a column
     predictions = run / "predictions.csv"
     # metrics first: a group key such as `model` (the config choice) wins over metrics' `model` (the class name)
     return {**metrics, **row, "status": status, "predictions": str(predictions) if predictions.is_file() else None}
@@ -236,10 +238,13 @@ def compare(sweep: Path, by: list[str]) -> pd.DataFrame:
     table = leaderboard(runs, by)
     shown = formatted(table)
     failed = runs.loc[~runs["completed"], ["run", "status"]]
-    notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed, {len(failed)} failed or "
-             "incomplete. Test metrics are in price units; skill = 1 - RMSE / persistence RMSE."]
+    counts = failed["status"].str.split(":").str[0].value_counts()
+    others = ", ".join(f"{n} {s}" for s, n in counts.items())
+    notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed{', ' + others if others else ''}. "
+             "Test metrics are in price units; skill = 1 - RMSE / persistence RMSE."]
     if len(failed):
-        notes += ["", "Failed or incomplete runs:"] + [f"- {r.run}: {r.status}" for r in failed.itertuples()]
+        notes += ["", "Runs that do not count (failed, interrupted, running or incomplete):"]
+        notes += [f"- {r.run}: {r.status}" for r in failed.itertuples()]
     text = markdown(shown, " / ".join(by)) + "\n\n" + "\n".join(notes) + "\n"
     intervals = interval_leaderboard(runs, by)
     written = ["leaderboard.md", "leaderboard.csv", "runs.csv"]
