@@ -68,7 +68,12 @@ def test_a_path_copied_from_a_real_sweep_works_in_eval_predict_export_and_resume
         assert (tmp_path / f"export_{fmt}" / file).stat().st_size > 0
         assert json.loads((tmp_path / f"export_{fmt}" / "model.json").read_text())["parity_max_abs_diff"] < 1e-5
 
-    cli("train.py", f"ckpt_path={run}", "model=vanilla", *data, *FAST, "data.features=[High,Low]", "data.horizon=2",
-        "trainer.limit_train_batches=2", "trainer.max_epochs=2", "hydra.run.dir=resumed", cwd=tmp_path)
+    same = ["model=vanilla", *data, *FAST, "data.features=[High,Low]", "data.horizon=2",
+            "trainer.limit_train_batches=2"]
+    cli("train.py", f"ckpt_path={run}/checkpoints/last.ckpt", *same, "trainer.max_epochs=2", "hydra.run.dir=resumed",
+        cwd=tmp_path)  # a checkpoint file: continue from its weights under this configuration
     resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    cli("train.py", f"ckpt_path={run}", *same, "seed=2", "hydra.run.dir=again", cwd=tmp_path)  # the run folder
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["status"] == "completed" and again["test/rmse"] == trained["test/rmse"]  # its recorded results
