@@ -1,14 +1,15 @@
-"""Re-score a trained model: `python eval.py ckpt_path=<file.ckpt> [data=csv data.path=...]`."""
+"""Re-score a trained model: `python eval.py ckpt_path=<file.ckpt or run folder> [data=csv data.path=...]`."""
 
 import hydra
 from omegaconf import DictConfig
 
+from lstm_zoo.checks import exit_on_user_error
 from lstm_zoo.pipeline import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    return evaluate(cfg).get("test/rmse")
+    return exit_on_user_error(evaluate, cfg).get("test/rmse")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,12 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lstm_zoo.checks import user_error
 from lstm_zoo.pipeline import run
 
 log = logging.getLogger(__name__)
-# sweep job folders are named after their overrides: keep the names under the file system's 255-character limit
-OmegaConf.register_new_resolver("shorten", lambda text, n=100: str(text)[: int(n)], replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

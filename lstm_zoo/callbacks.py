@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class ForecastPlot(L.Callback):
-    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1), one panel
-    per ticker."""
+    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1) with the
+    model's prediction intervals one step ahead, one panel per ticker."""
 
     def __init__(self, dirpath: str | None = None, filename: str = "forecast.png") -> None:
         self.dirpath, self.filename = dirpath, filename
@@ -39,7 +39,9 @@ class ForecastPlot(L.Callback):
         fig, axes = plt.subplots(len(shown), 1, figsize=(11, 4.5 * len(shown)), squeeze=False)
         for ax, index in zip(axes[:, 0], shown):
             rows = tickers == index
-            self._panel(ax, dates[rows], actual[rows], pred[rows], dm.target)
+            bands = {level: (lower.cpu().numpy()[rows], upper.cpu().numpy()[rows])
+                     for level, (lower, upper) in results.get("intervals", {}).items()}
+            self._panel(ax, dates[rows], actual[rows], pred[rows], dm.target, bands)
             name = f" {dm.tickers[index]}" if len(dm.tickers) > 1 else ""
             ax.set_title(f"{type(pl_module).__name__}:{name} {dm.target} price prediction")
         fig.autofmt_xdate()
@@ -53,9 +55,13 @@ class ForecastPlot(L.Callback):
         plt.close(fig)
 
     @staticmethod
-    def _panel(ax: plt.Axes, dates, actual: np.ndarray, pred: np.ndarray, target: str) -> None:
+    def _panel(ax: plt.Axes, dates, actual: np.ndarray, pred: np.ndarray, target: str,
+               bands: dict[float, tuple[np.ndarray, np.ndarray]]) -> None:
         ax.plot(dates, actual[:, 0], color="red", label=f"Real {target} price")
         ax.plot(dates, pred[:, 0], color="blue", label=f"Predicted {target} price (1 day ahead)")
+        for k, (level, (lower, upper)) in enumerate(sorted(bands.items(), reverse=True)):  # widest first, lightest
+            ax.fill_between(dates, lower[:, 0], upper[:, 0], color="tab:blue", alpha=0.12 + 0.15 * k, linewidth=0,
+                            label=f"{100 * level:g}% interval (1 day ahead)")
         horizon = pred.shape[1]
         if horizon > 1:
             # the h-step forecast made on day t is for the day h-1 rows after t's first target day

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
+import sys
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import lightning as L
 import pandas as pd
@@ -26,6 +31,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or unsafe to load, worded for the user."""
 
 
+T = TypeVar("T")
 # errors whose message is the whole story: train.py prints one line for them instead of a traceback
 USER_ERRORS = (DataError, ConfigError, CheckpointError, FloatingPointError, MisconfigurationException)
 
@@ -35,6 +41,21 @@ def user_error(err: BaseException | None) -> BaseException | None:
     while err is not None and not isinstance(err, USER_ERRORS):
         err = err.__cause__
     return err
+
+
+def exit_on_user_error(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """An entry point's task: a user error (bad data, config or checkpoint) is logged as one line and exits 1; in a
+    multirun it is re-raised without its traceback, so the sweep runs its other jobs and then exits 1."""
+    try:
+        return task(cfg)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        logging.getLogger(task.__module__).error("%s: %s", type(cause).__name__, cause)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise cause.with_traceback(None) from None
+        sys.exit(1)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -140,6 +161,30 @@ def load_checkpoint(path: str | Path) -> dict:
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]}). Fix: use "
                               "another checkpoint, e.g. the run's other .ckpt file.") from None
+
+
+def newest_complete_checkpoint(folder: Path, quarantine: bool = True) -> tuple[Path, dict] | None:
+    """The newest `*.ckpt` in `folder` that loads as a training checkpoint, and its contents; None if there is none.
+
+    A newer torn or unreadable one is skipped with a warning and, with `quarantine`, renamed `<name>.torn` so that
+    it is never picked again (nor overwritten unseen: it stays for inspection).
+    """
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"),
+                        reverse=True)
+    for path in candidates:
+        try:
+            checkpoint = load_checkpoint(path)
+            if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "epoch"} <= checkpoint.keys():
+                raise CheckpointError(f"{path}: not a training checkpoint (no state_dict, loops and epoch)")
+        except CheckpointError as err:
+            renamed = path.with_name(path.name + ".torn") if quarantine else None
+            warnings.warn(f"skipping a torn or unreadable checkpoint in favour of an older complete one"
+                          f"{f' (renamed {renamed.name})' if renamed else ''}: {err}", stacklevel=2)
+            if renamed:
+                path.replace(renamed)
+            continue
+        return path, checkpoint
+    return None
 
 
 def keep_best_across_folders(trainer: L.Trainer, checkpoint: dict) -> None:

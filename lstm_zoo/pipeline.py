@@ -1,8 +1,7 @@
-"""`run(cfg)`: compose the objects a run needs, train, test the best checkpoint, write the run's outputs."""
+"""`run(cfg)` trains and tests; `evaluate`, `predict`, `export` use a checkpoint: the one place that instantiates."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -20,11 +20,23 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from lstm_zoo.callbacks import ForecastPlot
-from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint, user_error
-from lstm_zoo.data import StockDataModule
+from lstm_zoo.checks import (
+    CheckpointError,
+    check_config,
+    checkpoint_file,
+    keep_best_across_folders,
+    load_checkpoint,
+    user_error,
+)
+from lstm_zoo.data import DataError, StockDataModule
+from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals, level_name
 from lstm_zoo.evaluation.metrics import format_pvalue
 from lstm_zoo.evaluation.pooling import ticker_metrics
+from lstm_zoo.export import check_format, export_forecaster
+from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
+from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files
 from lstm_zoo.models import Forecaster
+from lstm_zoo.records import RunRecord, read_record, write_json
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +73,8 @@ def route_lightning_logs_to_hydra() -> None:
 
 
 def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFrame:
-    """One row per test window: its first target date, ticker, the actual value(s), the model's and persistence's."""
+    """One row per test window: its first target date, ticker, the actual value(s), the model's and persistence's,
+    and the model's interval bounds (lower_<L>, upper_<L>, and lower_<L>_t+k ... when horizon > 1)."""
     actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
     tickers = [datamodule.tickers[i] for i in results["ticker"].cpu().tolist()]
     frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "ticker": tickers, "actual": actual[:, 0],
@@ -69,6 +82,11 @@ def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFram
     for step in range(1, actual.shape[1]):
         frame[f"actual_t+{step + 1}"] = actual[:, step]
         frame[f"predicted_t+{step + 1}"] = pred[:, step]
+    for level, bounds in sorted(results.get("intervals", {}).items()):
+        for name, bound in zip(("lower", "upper"), bounds):
+            bound = bound.cpu().numpy()
+            for step in range(actual.shape[1]):
+                frame[f"{name}_{level_name(level)}" + (f"_t+{step + 1}" if step else "")] = bound[:, step]
     return frame
 
 
@@ -119,12 +137,6 @@ def log_experiment(logger, params: dict) -> None:
         writer.add_summary(session_end)
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """JSON with NaN written as null (undefined), never as an invalid NaN token."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
-    path.write_text(json.dumps(clean, indent=2, default=str) + "\n")
-
-
 def print_summary(metrics: dict) -> None:
     """Model and persistence side by side (per ticker when there are several, then pooled over them); skill and the
     Diebold-Mariano test say whether the model is better."""
@@ -153,6 +165,16 @@ def print_summary(metrics: dict) -> None:
         lines.append(f"{what} {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
                      f"Diebold-Mariano p = {format_pvalue(pvalue)} ({significant} at 5%).")
     print("\nTest period, in price units:\n" + "\n".join(lines))
+    names = [k.removeprefix("test/coverage_") for k in metrics if k.startswith("test/coverage_")]
+    if names:
+        keys = [f"{kind}_{name}" for name in names for kind in ("coverage", "width")] + ["pinball", "crps"]
+        header = [f"{kind} {name}%" for name in names for kind in ("cover", "width")] + ["pinball", "CRPS"]
+        rows = [f"{'':<12} " + " ".join(f"{h:>10}" for h in header)]
+        for label, prefix in (("model", "test/"), ("persistence", "test/persistence_")):
+            rows.append(f"{label:<12} " + " ".join(cell(metrics.get(prefix + k), 10) for k in keys))
+        print(f"Prediction intervals ({metrics.get('intervals')}; persistence: split-conformal):\n" + "\n".join(rows))
+    elif metrics.get("intervals"):
+        print(f"Prediction intervals: {metrics['intervals']}.")
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
@@ -163,7 +185,8 @@ def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataM
         # verbose=False: Lightning's table shows float32 values (a tiny p-value as 0.0); print_summary follows
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     # float64 from the model, not Lightning's float32 callback_metrics (tiny p-values would become 0)
-    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics}
+    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics,
+               "intervals": model.interval_method}
     if trainer.is_global_zero:
         predictions = predictions_frame(datamodule, model.test_results)
         predictions.to_csv(out / "predictions.csv", index=False)
@@ -184,90 +207,133 @@ def split_info(datamodule: StockDataModule) -> dict:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train and test one configuration; returns the final metrics (also written to metrics.json)."""
+    """Train and test one configuration; returns the final metrics (also written to metrics.json).
+
+    Re-running is resuming: the run folder decides how the run starts (`lstm_zoo.lifecycle.plan_run`), and
+    metrics.json says `running` (with a heartbeat) until it says `completed`, `failed` or `interrupted`.
+    """
     route_lightning_logs_to_hydra()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank_zero = rank_zero_only.rank == 0  # under DDP every rank runs this task in the same folder
+    try:
+        plan = plan_run(cfg, out, rank_zero)
+    except BaseException as err:
+        if rank_zero and read_record(out) is None:  # never write over the record of the run the folder holds
+            cause = user_error(err) or err
+            write_json(out / "metrics.json", {"status": "failed", "error": f"{type(cause).__name__}: {cause}"})
+        raise
+    if plan.completed is not None:
+        return recorded_results(plan, out, rank_zero)
+    if rank_zero:
+        record_hydra_files(out, cfg)
+    record = RunRecord(out, plan.config_id, plan.ckpt_path, write=rank_zero)
     metrics: dict = {"status": "running"}
     try:
-        check_config(cfg)
-        ckpt_path = checkpoint_file(cfg.ckpt_path)
-        resume = load_checkpoint(ckpt_path) if ckpt_path not in (None, "last") else None
-        L.seed_everything(cfg.seed, workers=True)
-        datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
-        model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
-                                        window=datamodule.window, _convert_="all")
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-        logger = instantiate(cfg.logger)
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-        log_experiment(logger, experiment_hparams(cfg, model))
-        if resume is not None:
-            keep_best_across_folders(trainer, resume)
-
-        started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
-                       optimizer_steps=trainer.global_step,
-                       windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
-        validated = cfg.data.val_fraction > 0
-        last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
-            raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
-                                     f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
-                                     "trainer.gradient_clip_val=1.0.")  # sweepers can't rank NaN
-        ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
-        best = ranking.best_model_path if ranking else ""
-        tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
-        if tested:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
-            loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
-            trainer.validate(model, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
-            trainer.loggers = loggers
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-        metrics.update(tested_weights="best" if tested else "last")  # the weights test/* describe
-        if cfg.test and trainer.world_size > 1:
-            if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
-                return metrics
-            metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
-        elif cfg.test:
-            metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
-        metrics.update(split_info(datamodule))
-        metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
-                       best_checkpoint=best or None)
-        logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
-                            "hp/test_rmse": metrics.get("test/rmse", math.nan),
-                            "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
-        if trainer.is_global_zero and cfg.test:
-            print_summary(metrics)
+        train_and_test(cfg, out, plan, metrics)
+        record.finish("completed", metrics)
         return metrics
     except SIGTERMException as err:  # a SystemExit with no code: it would exit 0 and hide the interruption
-        metrics.update(status="interrupted", error="SIGTERM")
+        record.finish("interrupted", metrics, error="SIGTERM")
         raise SystemExit(143) from err
     except BaseException as err:
         cause = user_error(err) or err
-        metrics.update(status="interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed",
-                       error=f"{type(cause).__name__}: {cause}")
+        record.finish("interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed", metrics,
+                      error=f"{type(cause).__name__}: {cause}")
         raise
-    finally:
-        if rank_zero_only.rank == 0:  # under DDP every rank runs this task in the same folder
-            write_json(out / "metrics.json", metrics)
 
 
-def load_forecaster(path: str | Path, model_class: str | None = None) -> tuple[Forecaster, dict]:
-    """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only."""
+def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]:
+    """A completed run's metrics as recorded (NaN where it recorded null); copied here when from another folder."""
+    metrics = {k: (math.nan if v is None and "/" in k else v) for k, v in plan.completed.items()}
+    if rank_zero and "results_from" in metrics:
+        write_json(out / "metrics.json", {**metrics, "config_id": plan.config_id})
+    if rank_zero and metrics.get("test/rmse") is not None:
+        print_summary(metrics)
+    return metrics
+
+
+def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> None:
+    """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`."""
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
+    model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
+                                    window=datamodule.window, interval_levels=cfg.interval_levels, _convert_="all")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    purge = {"purge_step": plan.purge_step} if plan.purge_step is not None and \
+        issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
+    logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    log_experiment(logger, experiment_hparams(cfg, model))
+    if plan.checkpoint is not None:
+        keep_best_across_folders(trainer, plan.checkpoint)
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*exists and is not empty")  # resuming in the run's own folder
+        trainer.fit(model, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
+    metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
+                   optimizer_steps=trainer.global_step,
+                   windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
+    validated = cfg.data.val_fraction > 0
+    last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
+        raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
+                                 f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
+                                 "trainer.gradient_clip_val=1.0.")  # sweepers can't rank NaN
+    ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
+    best = ranking.best_model_path if ranking else ""
+    tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
+    if tested:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
+        loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
+        trainer.validate(model, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
+        trainer.loggers = loggers
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    metrics.update(tested_weights="best" if tested else "last")  # the weights test/* describe
+    if cfg.test and trainer.world_size > 1:
+        if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
+            return
+        metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
+    elif cfg.test:
+        metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
+    metrics.update(split_info(datamodule))
+    metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=best or None)
+    logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
+                        "hp/test_rmse": metrics.get("test/rmse", math.nan),
+                        "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
+    if trainer.is_global_zero and cfg.test:
+        print_summary(metrics)
+
+
+def load_forecaster(path: str | Path, model_class: str | None = None, **overrides) -> tuple[Forecaster, dict]:
+    """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only.
+
+    `overrides` replace hyper-parameters of evaluation only, e.g. interval_levels.
+    """
     path = checkpoint_file(str(path))
     checkpoint = load_checkpoint(path)
     class_path = model_class or checkpoint.get("forecaster_class")
     if not class_path:
-        raise ValueError(f"{path}: names no model class (saved before checkpoints recorded it). "
-                         "Fix: model_class=lstm_zoo.models.RNNForecaster (the class that trained it).")
+        raise CheckpointError(f"{path}: names no model class (saved before checkpoints recorded it). "
+                              "Fix: model_class=lstm_zoo.models.RNNForecaster (the class that trained it).")
     cls = get_class(class_path)
     if not issubclass(cls, Forecaster):
-        raise ValueError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
+        raise CheckpointError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
     data_state = checkpoint.get(StockDataModule.__qualname__)
     if not data_state:
-        raise ValueError(f"{path}: holds no data scaling (StockDataModule state), so its forecasts cannot be "
-                         "mapped back to prices. Fix: use a checkpoint written by train.py after setup.")
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True), data_state
+        raise CheckpointError(f"{path}: holds no data scaling (StockDataModule state), so its forecasts cannot be "
+                              "mapped back to prices. Fix: use a checkpoint written by train.py after setup.")
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides), data_state
+
+
+def data_for_checkpoint(data: DictConfig, data_state: dict) -> StockDataModule:
+    """`data` (the series and its split) with the layout and scaling a checkpoint's model was trained with."""
+    layout = {k: data_state[k] for k in ("window", "horizon", "features", "target", "target_transform")
+              if k in data_state}
+    datamodule: StockDataModule = instantiate(data, **layout, _convert_="all")
+    datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
+    return datamodule
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -278,12 +344,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics: dict = {"status": "running", "ckpt_path": str(cfg.ckpt_path)}
     try:
         L.seed_everything(cfg.seed, workers=True)
-        model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"))
-        layout = {k: data_state[k] for k in ("window", "horizon", "features", "target", "target_transform")
-                  if k in data_state}
+        model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
+                                            interval_levels=list(cfg.interval_levels))
+        datamodule = data_for_checkpoint(cfg.data, data_state)
+        layout = {k: getattr(datamodule, k) for k in ("window", "horizon", "features", "target", "target_transform")}
         log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
-        datamodule: StockDataModule = instantiate(cfg.data, **layout, _convert_="all")
-        datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
         metrics.update(test_and_write(trainer, model, datamodule, out))
@@ -294,7 +359,66 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             print_summary(metrics)
         return metrics
     except BaseException as err:
-        metrics.update(status="failed", error=f"{type(err).__name__}: {err}")
+        cause = user_error(err) or err
+        metrics.update(status="failed", error=f"{type(cause).__name__}: {cause}")
         raise
     finally:
         write_json(out / "metrics.json", metrics)
+
+
+def predict(cfg: DictConfig) -> pd.DataFrame:
+    """Forecast the `horizon` trading days after the last row of `cfg.data` with a trained model, with intervals,
+    one forecast per ticker; writes forecast.csv and forecast.png into the output folder and prints the table."""
+    route_lightning_logs_to_hydra()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
+                                        interval_levels=list(cfg.interval_levels))
+    datamodule = data_for_checkpoint(cfg.data, data_state)
+    x, tickers, histories = datamodule.latest_windows()  # (T, W, F), (T,), {ticker: target history}
+    last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        point, quantiles = model.prices(model.forecast(x), last, tickers, datamodule.to_price)
+        try:  # split-conformal needs the validation windows of the training split
+            datamodule.setup("predict")
+            calibration, reason = model.validation_errors(datamodule), NO_INTERVALS
+        except DataError as err:
+            calibration, reason = None, f"none: no validation windows for conformal intervals ({err})"
+    errors, error_tickers = (calibration[0], calibration[2]) if calibration else (None, None)
+    found = forecast_intervals(point, (model.quantiles, quantiles) if model.quantiles else None, errors,
+                               model.interval_levels, tickers, error_tickers)
+    frames, calendars = [], set()
+    for i, (ticker, history) in enumerate(histories.items()):
+        dates, calendar = future_dates(history.index[-1], datamodule.horizon, cfg.calendar)
+        calendars.add(calendar)
+        bands = central_bands(found[0], found[1][i]) if found else {}  # this ticker's (H,) bounds per level
+        frames.append(forecast_frame(ticker, dates, point[i], bands, float(history.iloc[-1])))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_csv(out / "forecast.csv", index=False)
+    ends = sorted({str(h.index[-1].date()) for h in histories.values()})
+    title = f"{datamodule.target}, the {datamodule.horizon} {', '.join(sorted(calendars))} after {', '.join(ends)}"
+    plot_forecast(histories, frame, out / "forecast.png", f"{type(model).__name__}: {title}")
+    print(f"\n{type(model).__name__} ({cfg.ckpt_path}) on {datamodule.source}: {title}\n"
+          + frame.to_string(index=False, float_format="%.3f")
+          + f"\nIntervals: {found[2] if found else reason}. Written to {out}/forecast.csv and forecast.png.")
+    return frame
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export a checkpoint's model to ONNX or TorchScript (`cfg.format`) with its scaling JSON, checked against
+    PyTorch on random windows."""
+    route_lightning_logs_to_hydra()
+    check_format(cfg.format)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"))
+    info = export_forecaster(model, data_state, cfg.format, out)
+    difference, shapes = info["parity_max_abs_diff"], f"{info['input']['shape']} -> {info['output']['shape']}"
+    if not difference <= 1e-4:
+        raise RuntimeError(f"the exported {cfg.format} model differs from PyTorch by {difference:.3g} on "
+                           f"{info['parity_windows']} random windows: the export is wrong (please report it).")
+    print(f"Exported {info['model_class']} to {out / info['model_file']} ({cfg.format}, {shapes}), its scaling and "
+          f"layout to {out / Path(info['model_file']).stem}.json; largest difference from PyTorch on "
+          f"{info['parity_windows']} random windows: {difference:.2g}.")
+    return info

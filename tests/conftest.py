@@ -69,6 +69,12 @@ def compose_train(overrides: list[str] | None = None, output_dir: Path | None = 
         return compose("train", overrides=[*(overrides or []), *extra])
 
 
+def compose_entry(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """conf/<name>.yaml (eval, predict, export) composed as its entry point would, with outputs in `output_dir`."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=[*overrides, f"output_dir={output_dir}"])
+
+
 @pytest.fixture
 def fast_cfg(tmp_path: Path, prices_csv: Path):
     """Factory: a tiny, fast run on the synthetic CSV, plus any extra overrides."""

@@ -137,8 +137,9 @@ def test_slurm_launcher_config_composes_with_the_trainer_layout() -> None:
     assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
     assert (launcher["partition"], launcher["timeout_min"]) == ("gpu", 30)
     instantiate(cfg.hydra.launcher)  # the plugin accepts every field
-    environment = instantiate(cfg.trainer.plugins[0])
-    assert type(environment).__name__ == "SLURMEnvironment" and environment.auto_requeue is False
+    plugins = {type(p).__name__: p for p in (instantiate(c) for c in cfg.trainer.plugins)}
+    assert set(plugins) == {"AtomicCheckpointIO", "SLURMEnvironment"}  # the list replaced cpu.yaml's: both kept
+    assert plugins["SLURMEnvironment"].auto_requeue is False
     assert cfg.trainer.strategy._target_ == "lightning.pytorch.strategies.DDPStrategy"
 
 

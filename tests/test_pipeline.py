@@ -44,7 +44,8 @@ def test_run_writes_every_output_of_a_training_run(fast_cfg, tmp_path):
     assert saved["num_parameters"] == metrics["num_parameters"] > 0
 
     predictions = pd.read_csv(out / "predictions.csv", parse_dates=["date"])
-    assert list(predictions.columns) == ["date", "ticker", "actual", "predicted", "persistence"]
+    assert list(predictions.columns) == ["date", "ticker", "actual", "predicted", "persistence", "lower_80",
+                                         "upper_80", "lower_95", "upper_95"]  # split-conformal bands, interval_levels
     assert set(predictions["ticker"]) == {"IBM"}  # the Name column of the synthetic file
     assert predictions["date"].min() >= pd.Timestamp("2022-01-01") and predictions["date"].is_unique
     rmse = ((predictions["predicted"] - predictions["actual"]) ** 2).mean() ** 0.5
@@ -165,8 +166,8 @@ def test_a_multirun_puts_each_model_in_its_own_folder(prices_csv, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
     assert len(runs) == 2
-    assert runs[0].startswith("0_") and "model=vanilla" in runs[0]
-    assert runs[1].startswith("1_") and "model=gru" in runs[1]
+    assert runs[0].startswith("0_") and "model-vanilla" in runs[0]
+    assert runs[1].startswith("1_") and "model-gru" in runs[1]
     for name in runs:
         run_dir = tmp_path / "sweep" / name
         assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"

@@ -137,6 +137,10 @@ class StockDataModule(L.LightningDataModule):
             raise DataError(f"{self.source}: data.adjust=true needs the columns Close and Adj Close, and the file has "
                             f"{list(map(str, raw.columns))}. Fix: data.adjust=false")
         unknown = [c for c in self.columns if c not in raw.columns and c not in DERIVED]
+        if unknown and self.scalers:  # the layout came from a checkpoint: the data must fit the model
+            raise DataError(f"{self.source}: column(s) {unknown} not found (the file has {list(map(str, raw.columns))})"
+                            f", but the checkpoint's model was trained on {self.columns}. Fix: data.path=<a file with "
+                            "those columns>, or data.date_column / data.sep if the file is read wrongly.")
         if unknown:
             raise DataError(f"{self.source}: column(s) {unknown} not found; the file has {list(map(str, raw.columns))}"
                             f" and the derived features are {list(DERIVED)}. Fix: set data.target / data.features "
@@ -154,6 +158,27 @@ class StockDataModule(L.LightningDataModule):
             frame = adjust_prices(frame) if self.adjust else frame
             frames[name] = add_derived_features(frame, self.derived, source)[self.columns]
         return frames
+
+    def latest_windows(self) -> tuple[Tensor, Tensor, dict[str, pd.Series]]:
+        """Each ticker's last `window` days scaled as in training, x (T, window, features), its index into `tickers`
+        (T,), and each ticker's target history (its last value is the last known price): what forecasts past the
+        end of the data start from. Needs a checkpoint's scaling (`load_state_dict`)."""
+        if not self.scalers:
+            raise DataError("latest_windows needs the training scaling: load a checkpoint's data state first.")
+        frames = self.load_frames()
+        self._adopt_loaded_scaling(list(frames))
+        self.tickers = list(frames)
+        self._cache_scaling()
+        windows = []
+        for name, frame in frames.items():
+            if len(frame) < self.window:
+                where = self.source if len(frames) == 1 else f"{self.source} [{name}]"
+                raise DataError(f"{where}: {len(frame)} usable row(s) after cleaning, but the model reads windows of "
+                                f"data.window={self.window} days (from its checkpoint). Fix: data.path=<a file with "
+                                f"at least {self.window} rows>.")
+            recent = self.scalers[name].transform(frame[self.columns].to_numpy()[-self.window :])
+            windows.append(torch.as_tensor(recent[:, : self.n_features], dtype=torch.float32))
+        return torch.stack(windows), torch.arange(len(frames)), {n: f[self.target] for n, f in frames.items()}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

@@ -27,7 +27,8 @@ def ensemble_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
         if not same:
             raise ValueError(f"predictions frame {i} covers other days or other actual prices than frame 0: "
                              "only runs on the same data, split and target can be averaged.")
-    ensemble = first.copy()
+    # one run's interval bounds are not the ensemble's: leave them out (intervals of an ensemble are not defined here)
+    ensemble = first.drop(columns=[c for c in first.columns if c.startswith(("lower_", "upper_"))])
     predicted = step_columns(first, "predicted")
     ensemble[predicted] = sum(frame[predicted].to_numpy(dtype=float) for frame in frames) / len(frames)
     return ensemble

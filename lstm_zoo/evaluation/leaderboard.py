@@ -2,8 +2,9 @@
 
 `python scripts/compare.py outputs/multirun/<sweep> [--by model data.features]` reads every run folder's
 `metrics.json` and `.hydra/config.yaml`, and writes leaderboard.md, leaderboard.csv, leaderboard.png (test RMSE
-with error bars against persistence) and predictions.png (each group's mean forecast over the actual series)
-into the sweep folder. Failed or incomplete runs are listed, never skipped silently.
+with error bars against persistence), predictions.png (each group's mean forecast over the actual series) and,
+when runs report prediction intervals, their coverage / width / pinball / CRPS table (leaderboard.md's second
+table, leaderboard_intervals.csv) into the sweep folder. Failed or incomplete runs are listed, never skipped silently.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
 from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
+from lstm_zoo.records import effective_status  # noqa: E402
 
 METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
 COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",
@@ -60,11 +62,12 @@ def read_run(run: Path, sweep: Path, by: list[str]) -> dict:
     if not metrics_file.is_file():
         return {**row, "status": "failed: no metrics.json (the job crashed or never started)"}
     metrics = json.loads(metrics_file.read_text())
-    status = metrics.get("status", "unknown")
+    status, why = effective_status(metrics)  # a `running` record whose process is gone (SIGKILL) is interrupted
     if status == "completed" and metrics.get("test/rmse") is None:
         status = "incomplete: no test metrics (test=false?)"
     elif status != "completed":
-        status = f"{status}: {metrics.get('error', 'no error recorded')}"
+        status = f"{status}: {why or 'no error recorded'}"
+    metrics.pop("process", None)  # who ran it (pid, host, heartbeat): not a column
     predictions = run / "predictions.csv"
     # metrics first: a group key such as `model` (the config choice) wins over metrics' `model` (the class name)
     return {**metrics, **row, "status": status, "predictions": str(predictions) if predictions.is_file() else None}
@@ -196,21 +199,65 @@ def plot_predictions(runs: pd.DataFrame, by: list[str], path: Path) -> bool:
     return True
 
 
+def interval_leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group, means over seeds: the prediction intervals' empirical coverage and mean width for each level, the
+    pinball loss and CRPS, the model's beside persistence's (split-conformal at the same levels); empty if no run
+    reports intervals."""
+    done = runs[runs["completed"]]
+    levels = sorted({c.removeprefix("test/coverage_") for c in done.dropna(axis=1, how="all").columns
+                     if c.startswith("test/coverage_")}, key=float)
+    if not levels:
+        return pd.DataFrame()
+    who = ("", "persistence_")
+    keys = [f"{w}{kind}_{level}" for level in levels for kind in ("coverage", "width") for w in who]
+    keys += [f"{w}{score}" for score in ("pinball", "crps") for w in who]
+    values = done[by].join(done.reindex(columns=[f"test/{k}" for k in keys]).apply(pd.to_numeric, errors="coerce"))
+    table = values.groupby(by, dropna=False).mean().rename(columns=lambda c: c.removeprefix("test/"))
+    methods = done.reindex(columns=[*by, "intervals"]).groupby(by, dropna=False)["intervals"]
+    table.insert(0, "intervals", methods.agg(lambda s: "; ".join(sorted(set(s.dropna().astype(str)))) or "n/a"))
+    return table
+
+
+def formatted_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """The interval leaderboard as display strings: `cover 80%`, `persistence width 80%`, `CRPS`, ..."""
+    def label(key: str) -> str:
+        who, key = ("persistence ", key.removeprefix("persistence_")) if key.startswith("persistence_") else ("", key)
+        kind, _, level = key.partition("_")
+        return who + {"coverage": f"cover {level}%", "width": f"width {level}%", "crps": "CRPS"}.get(kind, kind)
+
+    shown = pd.DataFrame(index=[group_label(k) for k in table.index])
+    shown["intervals"] = table["intervals"].to_numpy()
+    for column in table.columns.drop("intervals"):
+        shown[label(column)] = [f"{v:.3f}" if pd.notna(v) else "n/a" for v in table[column]]
+    return shown
+
+
 def compare(sweep: Path, by: list[str]) -> pd.DataFrame:
     """Build, print and write the leaderboard of `sweep`; returns the numeric table."""
     runs = read_sweep(sweep, by)
     table = leaderboard(runs, by)
     shown = formatted(table)
     failed = runs.loc[~runs["completed"], ["run", "status"]]
-    notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed, {len(failed)} failed or "
-             "incomplete. Test metrics are in price units; skill = 1 - RMSE / persistence RMSE."]
+    counts = failed["status"].str.split(":").str[0].value_counts()
+    others = ", ".join(f"{n} {s}" for s, n in counts.items())
+    notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed{', ' + others if others else ''}. "
+             "Test metrics are in price units; skill = 1 - RMSE / persistence RMSE."]
     if len(failed):
-        notes += ["", "Failed or incomplete runs:"] + [f"- {r.run}: {r.status}" for r in failed.itertuples()]
+        notes += ["", "Runs that do not count (failed, interrupted, running or incomplete):"]
+        notes += [f"- {r.run}: {r.status}" for r in failed.itertuples()]
     text = markdown(shown, " / ".join(by)) + "\n\n" + "\n".join(notes) + "\n"
+    intervals = interval_leaderboard(runs, by)
+    written = ["leaderboard.md", "leaderboard.csv", "runs.csv"]
+    if not intervals.empty:
+        intervals = intervals.reindex([k for k in table.index if k in intervals.index])  # the main table's order
+        text += ("\nPrediction intervals on the test period (means over seeds; coverage = share of actual prices "
+                 "inside the interval, width in price units; persistence: split-conformal at the same levels):\n\n"
+                 + markdown(formatted_intervals(intervals), " / ".join(by)) + "\n")
+        intervals.to_csv(sweep / "leaderboard_intervals.csv")
+        written.append("leaderboard_intervals.csv")
     (sweep / "leaderboard.md").write_text(text)
     table.to_csv(sweep / "leaderboard.csv")
     runs.drop(columns=["predictions"], errors="ignore").to_csv(sweep / "runs.csv", index=False)
-    written = ["leaderboard.md", "leaderboard.csv", "runs.csv"]
     if (table["seeds"] > 0).any():
         plot_leaderboard(table, sweep / "leaderboard.png")
         written.append("leaderboard.png")

@@ -20,7 +20,7 @@ def forecast_metrics(pred: Tensor, actual: Tensor) -> dict[str, float]:
 
     MAPE is NaN (reported as undefined) when an actual price is zero, instead of torchmetrics' epsilon blow-up.
     """
-    pred, actual = pred.double(), actual.double()
+    pred, actual = pred.double().contiguous(), actual.double().contiguous()  # torchmetrics views them flat
     defined = bool((actual != 0).all())
     metrics = {
         "rmse": mean_squared_error(pred, actual, squared=False).item(),
@@ -95,7 +95,7 @@ def compare_with_persistence(pred: Tensor, actual: Tensor, last: Tensor) -> dict
     skill = 1 - RMSE_model / RMSE_persistence (> 0: better than "tomorrow = today"); dm_stat < 0 with a small
     dm_pvalue: the model's squared errors are significantly smaller than persistence's.
     """
-    pred, actual, last = pred.double(), actual.double(), last.double()
+    pred, actual, last = pred.double().contiguous(), actual.double().contiguous(), last.double()
     persistence = persistence_forecast(last, actual.shape[1])
     rmse_model = mean_squared_error(pred, actual, squared=False).item()
     rmse_persistence = mean_squared_error(persistence, actual, squared=False).item()

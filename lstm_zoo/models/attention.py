@@ -49,11 +49,11 @@ class AttentionForecaster(Forecaster):
                             dropout=dropout if num_layers > 1 else 0.0)
         self.attention = Attention(hidden_size, score)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(2 * hidden_size, self.hparams.horizon)
+        self.head = nn.Linear(2 * hidden_size, self.output_size)
         init_weights(self, self.hparams.init)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, return_weights: bool = False) -> Tensor | tuple:
-        """x (B, W, F) -> (B, horizon), and the attention weights (B, W) with return_weights=True."""
+        """x (B, W, F) -> (B, output_size), and the attention weights (B, W) with return_weights=True."""
         states, _ = self.lstm(x)  # (B, W, H)
         last = states[:, -1]
         context, weights = self.attention(states, last, mask)

@@ -40,9 +40,9 @@ class CNNLSTMForecaster(Forecaster):
         self.lstm = nn.LSTM(channels, hidden_size, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, self.hparams.horizon)
+        self.head = nn.Linear(hidden_size, self.output_size)
         init_weights(self, self.hparams.init)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, W, F) -> (B, C, W) -> (B, C, L) -> (B, L, C)
-        return self.head(self.dropout(self.lstm(x)[0][:, -1]))  # (B, horizon)
+        return self.head(self.dropout(self.lstm(x)[0][:, -1]))  # (B, output_size)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from lstm_zoo.models.scripting import script_or_eager
+from lstm_zoo.models.scripting import exporting, script_or_eager
 
 
 def _fused_forward(xw: Tensor, w_hh: Tensor, b_hh: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -95,8 +95,8 @@ class FusedGRU(nn.GRU):
     On CPU, for a batched float tensor input in one direction, outside autocast, the input projection of all
     steps is one matrix product and the recurrence is `GRUFunction`. Everything else runs `nn.GRU` itself: other
     devices (cuDNN), bidirectional layers, packed sequences, `bias=False`, CPU autocast (nn.GRU computes in
-    bf16 there), inputs or states nn.GRU would reject (its own error message then), tracing and `torch.compile`
-    (nn.GRU exports as one op), and `fused=False`.
+    bf16 there), inputs or states nn.GRU would reject (its own error message then), tracing, `torch.compile` and
+    `torch.export` / ONNX (nn.GRU exports as one op), and `fused=False`.
     """
 
     def __init__(self, *args, fused: bool = True, **kwargs) -> None:
@@ -106,7 +106,7 @@ class FusedGRU(nn.GRU):
     def _runs_fused(self, x, hx: Tensor | None) -> bool:
         if not (self.fused and isinstance(x, Tensor) and x.dim() == 3 and x.device.type == "cpu"
                 and not self.bidirectional and self.bias and not torch.is_autocast_enabled("cpu")
-                and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):  # export nn.GRU's one op
+                and not exporting()):  # traced, compiled or exported: nn.GRU's one op
             return False
         batch = x.shape[0] if self.batch_first else x.shape[1]
         return (x.dtype == self.weight_hh_l0.dtype and x.shape[2] == self.input_size and x.numel() > 0

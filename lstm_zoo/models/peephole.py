@@ -7,14 +7,25 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch._higher_order_ops.scan import scan
 from torch.autograd.function import once_differentiable
 
 from lstm_zoo.models.rnn import RNNForecaster
-from lstm_zoo.models.scripting import script_or_eager
+from lstm_zoo.models.scripting import exporting, script_or_eager
+
+
+def peephole_step(xw_t: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, peep: Tensor) -> tuple[Tensor, Tensor]:
+    """One step of the recurrence, gate order i, f, g, o as in nn.LSTM: xw_t (B, 4H), h and c (B, H)."""
+    i, f, g, o = torch.addmm(xw_t, h, w_hh.t()).chunk(4, 1)
+    i = torch.sigmoid(i + peep[0] * c)  # input and forget gates peek at c(t-1)
+    f = torch.sigmoid(f + peep[1] * c)
+    c = f * c + i * torch.tanh(g)
+    o = torch.sigmoid(o + peep[2] * c)  # the output gate peeks at the new c(t)
+    return o * torch.tanh(c), c
 
 
 def peephole_loop(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """One layer's recurrence with plain autograd, gate order i, f, g, o as in nn.LSTM.
+    """One layer's recurrence with plain autograd.
 
     xw (T, B, 4H) is the input projection of all steps (biases included), computed before the loop;
     peep (3, H) holds the diagonal peephole weights of the input, forget and output gates.
@@ -22,14 +33,20 @@ def peephole_loop(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor, c: Tensor) 
     """
     outputs = []
     for t in range(xw.shape[0]):
-        i, f, g, o = torch.addmm(xw[t], h, w_hh.t()).chunk(4, 1)
-        i = torch.sigmoid(i + peep[0] * c)  # input and forget gates peek at c(t-1)
-        f = torch.sigmoid(f + peep[1] * c)
-        c = f * c + i * torch.tanh(g)
-        o = torch.sigmoid(o + peep[2] * c)  # the output gate peeks at the new c(t)
-        h = o * torch.tanh(c)
+        h, c = peephole_step(xw[t], h, c, w_hh, peep)
         outputs.append(h)
     return torch.stack(outputs), c
+
+
+def peephole_scan(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """`peephole_loop` as one `scan` operator, for torch.export (ONNX): a loop in the graph instead of T unrolled
+    steps, which took the exporter minutes at window 60 (seconds with scan)."""
+    def step(carry: tuple[Tensor, Tensor], xw_t: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        h, c = peephole_step(xw_t, *carry, w_hh, peep)
+        return (h, c), h.clone()  # a scan output may not alias its carry
+
+    (_, c), outputs = scan(step, (h.clone(), c.clone()), xw.contiguous())  # inputs must not alias each other
+    return outputs, c
 
 
 def _fused_forward(xw: Tensor, w_hh: Tensor, peep: Tensor, h: Tensor,
@@ -130,7 +147,8 @@ class PeepholeLSTM(nn.Module):
     Forward: `(input, (h0, c0) or None) -> (output, (h_n, c_n))`. The input projection of all time steps
     is one matrix product before the recurrence; the recurrence is a custom autograd function with a
     hand-written backward (`fused=True`) or plain autograd (`fused=False`, the reference; both are exact).
-    Pure torch ops, so it runs on any device.
+    Pure torch ops, so it runs on any device. Traced, scripted, compiled or exported it runs the reference path
+    (the custom function does not export), as one `scan` operator under torch.export.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -165,7 +183,7 @@ class PeepholeLSTM(nn.Module):
                 x = nn.functional.dropout(x, self.dropout, training=True)
             w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
             peep = getattr(self, f"peephole_l{layer}")
-            if self.fused:  # feature-major (T, 4H, B), in the weights' precision, also under autocast
+            if self.fused and not exporting():  # feature-major (T, 4H, B), in the weights' precision, even in autocast
                 with torch.autocast(x.device.type, enabled=False):
                     dtype = w_hh.dtype
                     xw = torch.matmul(w_ih, x.to(dtype).transpose(1, 2))  # all steps in one product
@@ -179,7 +197,8 @@ class PeepholeLSTM(nn.Module):
                 if self.bias:
                     xw = xw + getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
                 xw = xw.view(x.shape[0], x.shape[1], -1)  # (T, B, 4H), all steps in one matrix product
-                x, c = peephole_loop(xw, w_hh, peep, hx[0][layer], hx[1][layer])
+                recurrence = peephole_scan if torch.compiler.is_exporting() else peephole_loop
+                x, c = recurrence(xw, w_hh, peep, hx[0][layer], hx[1][layer])
             h_n.append(x[-1])
             c_n.append(c)
         output = x.transpose(0, 1) if self.batch_first else x

@@ -37,7 +37,7 @@ class RNNForecaster(Forecaster):
         sizes = [self.hparams.n_features] + [hidden_size * directions] * num_layers
         self.layers = nn.ModuleList(self.recurrent_layer(sizes[i]) for i in range(num_layers))
         self.dropout = FastDropout(dropout)
-        self.head = nn.Linear(hidden_size * directions, self.hparams.horizon)
+        self.head = nn.Linear(hidden_size * directions, self.output_size)
         init_weights(self, self.hparams.init)
 
     def recurrent_layer(self, input_size: int) -> nn.Module:
@@ -58,4 +58,4 @@ class RNNForecaster(Forecaster):
             last = torch.cat([x[:, -1, :hidden], x[:, 0, hidden:]], dim=-1)
         else:
             last = x[:, -1]
-        return self.head(self.dropout(last))  # (B, horizon), from the final state
+        return self.head(self.dropout(last))  # (B, output_size), from the final state

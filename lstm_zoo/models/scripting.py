@@ -19,3 +19,10 @@ def script_or_eager(*functions: Callable, name: str) -> tuple[Callable, ...]:
         warnings.warn(f"TorchScript unavailable for the {name} ({type(err).__name__}); using eager loops.",
                       stacklevel=2)
         return functions
+
+
+def exporting() -> bool:
+    """True while torch.jit traces or scripts, torch.export / torch.onnx export, or torch.compile traces: the fused
+    recurrences' custom autograd functions do not export, so their plain-operation paths run instead."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting())

@@ -27,23 +27,23 @@ class EncoderDecoderForecaster(Forecaster):
         self.encoder = nn.LSTM(self.hparams.n_features, hidden_size, num_layers, batch_first=True, dropout=between)
         self.decoder = nn.LSTM(1, hidden_size, num_layers, batch_first=True, dropout=between)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, 1)
+        self.head = nn.Linear(hidden_size, self.outputs_per_step)  # one value, or each quantile's
         init_weights(self, self.hparams.init)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """x (B, W, F) -> (B, horizon); pass the targets y (B, horizon) to allow teacher forcing."""
+        """x (B, W, F) -> (B, output_size); pass the targets y (B, horizon) to allow teacher forcing."""
         _, state = self.encoder(x)
-        step_input = x.new_zeros(len(x), 1, 1)  # (B, 1 step, 1 value): the start token
+        step_input = x.new_zeros(x.shape[0], 1, 1)  # (B, 1 step, 1 value): the start token, shape[0] traces as dynamic
         forecasts = []
         for k in range(self.hparams.horizon):
             out, state = self.decoder(step_input, state)
-            forecast = self.head(self.dropout(out))  # (B, 1, 1)
+            forecast = self.head(self.dropout(out))  # (B, 1, 1), or (B, 1, quantiles)
             forecasts.append(forecast)
-            step_input = forecast
+            step_input = forecast[..., self.median_index, None]  # the point forecast: a quantile head's median
             if y is not None and self.hparams.teacher_forcing > 0:
                 use_truth = torch.rand(len(x), 1, 1, device=x.device) < self.hparams.teacher_forcing
-                step_input = torch.where(use_truth, y[:, k, None, None], forecast)
-        return torch.cat(forecasts, 1).squeeze(-1)  # (B, horizon)
+                step_input = torch.where(use_truth, y[:, k, None, None], step_input)
+        return torch.cat(forecasts, 1).flatten(1)  # (B, horizon * outputs per step)
 
     def training_forward(self, x: Tensor, y: Tensor) -> Tensor:
         return self(x, y)

@@ -1,4 +1,8 @@
-"""An interrupted run leaves a usable last.ckpt; resuming from it gives the uninterrupted run's exact results."""
+"""An interrupted run leaves a usable last.ckpt; resuming from it gives the uninterrupted run's exact results.
+
+Interrupted by SIGTERM or Ctrl-C (handlers run), or killed with SIGKILL at any instant (none does): re-running the
+same command resumes the run in its folder.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import pytest
 import torch
 from conftest import write_prices_csv
 from reliability_helpers import TINY, read_metrics, train_cli
+
+from lstm_zoo.records import effective_status
 
 EPOCHS = 3
 
@@ -20,8 +26,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def args(workdir: Path, run_dir: str, *extra: str) -> list[str]:
-    return ["data=csv", f"data.path={workdir / 'p.csv'}", *TINY, f"trainer.max_epochs={EPOCHS}", "seed=3",
-            f"hydra.run.dir={workdir / run_dir}", *extra]
+    return ["data=csv", f"data.path={workdir / 'p.csv'}", *TINY, f"trainer.max_epochs={EPOCHS}",
+            "trainer.limit_train_batches=4", "seed=3", f"hydra.run.dir={workdir / run_dir}", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +51,10 @@ def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupt
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1 and "RNGState" in last["callbacks"]
 
-    # resume from the run folder, into a new run folder
-    resumed = train_cli(args(workdir, f"resumed_{signum}", f"ckpt_path={run_dir}"), workdir)
+    # resume from its last.ckpt, into a new run folder, without the callback that stopped it: with a different
+    # configuration, a checkpoint file (a run folder would be refused as another configuration's run)
+    resumed = train_cli(args(workdir, f"resumed_{signum}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"),
+                        workdir)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     metrics = read_metrics(workdir / f"resumed_{signum}")
     assert metrics["status"] == "completed" and metrics["epochs"] == EPOCHS
@@ -55,6 +63,48 @@ def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupt
             assert metrics[key] == value, key  # bit-identical, not approximately equal
     predictions = (workdir / "full" / "predictions.csv").read_text()
     assert (workdir / f"resumed_{signum}" / "predictions.csv").read_text() == predictions
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Path, uninterrupted: dict) -> None:
+    """SIGKILL (no handler runs: the out-of-memory killer, a pre-empted node) during epoch 0 before any checkpoint,
+    halfway through writing epoch 1's last.ckpt, during epoch 2 and during testing; between two of them the newest
+    checkpoint is torn by hand. After each kill the very same command runs again; the last one completes."""
+    run_dir, marks = workdir / "killed", workdir / "marks"
+    checkpoints = run_dir / "checkpoints"
+    command = args(workdir, "killed", "+callbacks.kill._target_=reliability_helpers.KillAt",
+                   f"+callbacks.kill.marks={marks}",
+                   "+callbacks.kill.instants=[batch:0:1,write:1:last.ckpt,batch:2:1,test]")
+
+    def again(step: str) -> str:
+        result = train_cli(command, workdir)
+        assert result.returncode == -9, f"{step}: {result.stdout[-3000:]}"  # killed where planned
+        record = read_metrics(run_dir)
+        assert record["status"] == "running" and effective_status(record)[0] == "interrupted"  # dead, not running
+        return result.stdout
+
+    again("during epoch 0")
+    assert not list(checkpoints.glob("*.ckpt"))
+    output = again("writing last.ckpt")
+    assert "no complete checkpoint yet: training starts from the beginning" in output
+    assert list(checkpoints.glob(".last.ckpt.*.tmp"))  # the half-written file, beside the previous last.ckpt...
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0  # ...which is intact
+    output = again("during epoch 2")
+    assert "resuming this configuration's interrupted run" in output and not list(checkpoints.glob(".*.tmp"))
+    newest = max(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn by something that does not write atomically
+    output = again("during testing")
+    assert "skipping a torn or unreadable checkpoint" in output and (checkpoints / f"{newest.name}.torn").exists()
+
+    finished = train_cli(command, workdir)
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert len(list(marks.iterdir())) == 4  # every planned kill happened
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["epochs"] == EPOCHS
+    for key, value in uninterrupted.items():
+        if key.startswith(("test/", "val/")):
+            assert metrics[key] == value, key  # bit-identical to the run never interrupted
+    assert (run_dir / "predictions.csv").read_text() == (workdir / "full" / "predictions.csv").read_text()
 
 
 def test_resuming_into_a_new_folder_keeps_the_old_best(tmp_path: Path) -> None:

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import compose_train, write_prices_csv
 from reliability_helpers import TINY, read_metrics, train_cli
+
+from lstm_zoo.pipeline import run
 
 
 @pytest.fixture
@@ -33,8 +36,17 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, csv_args: list[st
     assert [j["status"] for j in jobs] == ["failed", "failed", "completed", "failed"]
     assert jobs[0]["error"].startswith("FloatingPointError: training loss is")
     assert jobs[1]["error"].startswith("ConfigError: data.horizon=0 is out of range")
-    assert math.isfinite(jobs[2]["test/rmse"]) and jobs[3] == jobs[1]
+    assert math.isfinite(jobs[2]["test/rmse"]) and jobs[3]["error"] == jobs[1]["error"]
     assert result.stdout.count("[ERROR]") == 3
+
+    # the same command again: the completed job returns its recorded results, the failed ones fail again
+    records = [(d / "metrics.json").read_text() for d in job_dirs(tmp_path / "sweep")]
+    again = train_cli(["-m", *csv_args, "model.optimizer.lr=1e30,1e-3", "data.horizon=1,0", "trainer.max_epochs=1",
+                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert again.returncode == 1 and again.stdout.count("holds a completed run of this configuration") == 1
+    assert [read_metrics(d)["status"] for d in job_dirs(tmp_path / "sweep")] == ["failed", "failed", "completed",
+                                                                                 "failed"]
+    assert (job_dirs(tmp_path / "sweep")[2] / "metrics.json").read_text() == records[2]  # untouched
 
 
 @pytest.mark.slow
@@ -94,3 +106,41 @@ def test_optuna_config_survives_one_failed_trial() -> None:
     sweeper = conf["hydra"]["sweeper"]
     assert 1 / sweeper.get("n_jobs", 2) <= sweeper.get("max_failure_rate", 0.0), (
         "one diverged trial would end the study: set max_failure_rate to 1.0 (it is per batch of n_jobs trials)")
+
+
+@pytest.mark.slow
+def test_a_killed_joblib_worker_costs_one_job_and_the_same_command_finishes_the_sweep(
+        tmp_path: Path, csv_args: list[str]) -> None:
+    """hydra/launcher=joblib, 3 jobs on 2 workers. The worker running seed=1 is SIGKILLed in epoch 1, and again when
+    that job runs alone (as a job that always runs out of memory would be): the sweep goes on and records it as
+    failed; the same command then resumes it. Every job ends with the metrics of the job never interrupted."""
+    sweep, jobs = tmp_path / "sweep", [*csv_args, "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+    command = ["-m", *jobs, "seed=0,1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+               f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}",
+               "+callbacks.kill._target_=reliability_helpers.KillAt", f"+callbacks.kill.marks={tmp_path / 'marks'}",
+               "+callbacks.kill.instants=[batch:1:0]", "+callbacks.kill.times=2", "+callbacks.kill.seed=${seed}",
+               "+callbacks.kill.only_seed=1"]
+    one_thread = {"OMP_NUM_THREADS": "1"}  # what each worker gets; the reference runs below use the same
+
+    first = train_cli(command, tmp_path, timeout=400, env=one_thread)
+    assert first.returncode == 1, first.stdout[-3000:]
+    assert "A worker process was killed (SIGKILL" in first.stdout and len(list((tmp_path / "marks").iterdir())) == 2
+    assert [read_metrics(sweep / str(n))["status"] for n in range(3)] == ["completed", "failed", "completed"]
+    assert read_metrics(sweep / "1")["error"].startswith("WorkerKilledError: job #1: its process was killed (SIGKILL)")
+
+    second = train_cli(command, tmp_path, timeout=400, env=one_thread)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert second.stdout.count("holds a completed run of this configuration") == 2
+    assert "resuming this configuration's failed run" in second.stdout
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # the uninterrupted sweep: the same jobs, each in one go
+        reference = [run(compose_train([*jobs, f"seed={seed}"], tmp_path / f"reference_{seed}")) for seed in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    for number, expected in enumerate(reference):
+        metrics = read_metrics(sweep / str(number))
+        assert metrics["status"] == "completed"
+        assert {k: metrics[k] for k in expected if k.startswith(("val/", "test/"))} == \
+            {k: v for k, v in expected.items() if k.startswith(("val/", "test/"))}, number

@@ -1,0 +1,16 @@
+"""Export a trained model: `python export.py ckpt_path=<.ckpt or run folder> format=onnx|torchscript`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lstm_zoo.checks import exit_on_user_error
+from lstm_zoo.pipeline import export
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(export, cfg)
+
+
+if __name__ == "__main__":
+    main()

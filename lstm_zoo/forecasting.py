@@ -1,0 +1,78 @@
+"""Forecasts past the end of the data: the future trading days, the forecast table and its plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from torch import Tensor
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lstm_zoo.checks import ConfigError  # noqa: E402
+from lstm_zoo.evaluation.intervals import level_name  # noqa: E402
+
+
+def future_dates(last: pd.Timestamp, horizon: int, calendar: str | None) -> tuple[pd.DatetimeIndex, str]:
+    """The `horizon` trading days after `last`, and a note saying how they were found.
+
+    `calendar` is an exchange_calendars code (XNYS: New York Stock Exchange, XLON, XTKS, ...): its sessions, with
+    the exchange's holidays. None: the next weekdays, holidays not known (a forecast dated on a holiday is the next
+    session's).
+    """
+    last = pd.Timestamp(last).normalize()
+    if calendar is None:
+        return pd.bdate_range(last + pd.Timedelta(days=1), periods=horizon), "weekdays (holidays not known)"
+    import exchange_calendars
+
+    try:
+        exchange = exchange_calendars.get_calendar(str(calendar), start=last - pd.Timedelta(days=7))
+    except exchange_calendars.errors.InvalidCalendarName:
+        raise ConfigError(f"calendar={calendar!r} is not an exchange calendar. Fix: an exchange_calendars code such "
+                          "as calendar=XNYS (New York), XLON, XTKS, or calendar=null for weekdays (holidays not "
+                          "known).") from None
+    sessions = exchange.sessions[exchange.sessions > last][:horizon]
+    if len(sessions) < horizon:
+        raise ConfigError(f"calendar={calendar}: its sessions end on {exchange.last_session.date()}, before "
+                          f"{horizon} trading days after {last.date()}. Fix: calendar=null (weekdays).")
+    return pd.DatetimeIndex(sessions), f"{calendar} trading sessions"
+
+
+def forecast_frame(ticker: str, dates: pd.DatetimeIndex, point: Tensor, bands: dict[float, tuple[Tensor, Tensor]],
+                   persistence: float) -> pd.DataFrame:
+    """One ticker's rows, one per step ahead: date, ticker, step, forecast, lower/upper_<L> per level, persistence."""
+    frame = pd.DataFrame({"date": dates.date, "ticker": ticker, "step": range(1, len(dates) + 1),
+                          "forecast": point.tolist()})
+    for level, (lower, upper) in sorted(bands.items()):
+        frame[f"lower_{level_name(level)}"] = lower.tolist()
+        frame[f"upper_{level_name(level)}"] = upper.tolist()
+    frame["persistence"] = persistence
+    return frame
+
+
+def plot_forecast(histories: dict[str, pd.Series], frame: pd.DataFrame, path: Path, title: str,
+                  days: int = 60) -> None:
+    """One panel per ticker: the last `days` of the target, then the forecast with its bands (the widest lightest)
+    and persistence."""
+    fig, axes = plt.subplots(len(histories), 1, figsize=(11, 4.5 * len(histories)), squeeze=False)
+    for ax, (ticker, history) in zip(axes[:, 0], histories.items()):
+        recent, rows = history.iloc[-days:], frame[frame["ticker"] == ticker]
+        dates = pd.to_datetime(rows["date"])
+        ax.plot(recent.index, recent.to_numpy(), color="red", label=f"{history.name} (data)")
+        levels = sorted((c.removeprefix("lower_") for c in rows.columns if c.startswith("lower_")), key=float)
+        for k, level in enumerate(reversed(levels)):
+            ax.fill_between(dates, rows[f"lower_{level}"], rows[f"upper_{level}"], color="tab:blue",
+                            alpha=0.15 + 0.2 * k, linewidth=0, label=f"{level}% interval")
+        # the forecast line starts at the last known price, so it reads as a continuation of the data
+        ax.plot([recent.index[-1], *dates], [recent.iloc[-1], *rows["forecast"]], color="blue", marker=".",
+                label="forecast")
+        ax.plot(dates, rows["persistence"], color="gray", linestyle="--", label="persistence (last value)")
+        name = f" {ticker}" if len(histories) > 1 else ""
+        ax.set(title=f"{title}{name}", xlabel="Date", ylabel=str(history.name))
+        ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

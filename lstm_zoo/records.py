@@ -1,0 +1,186 @@
+"""What a run leaves on disk, complete or absent, and its record: who runs it, and whether it still lives.
+
+- `atomic_file`, `write_json` and `AtomicCheckpointIO` write files that are complete or absent, never torn.
+- `RunRecord` keeps `metrics.json` honest: `running` with the process id, host and a heartbeat every 30 s, then
+  `completed`, `failed` or `interrupted`; `effective_status` tells a `running` record whose process died without
+  a word (SIGKILL, out-of-memory killer, pre-emption) as interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER_SECONDS = 4 * HEARTBEAT_SECONDS  # a record from another host with no heartbeat for this long is dead
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A file that appears at `path` complete or not at all: written beside it, synced to disk, renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows, within one folder (one file system)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """JSON with NaN written as null (undefined), never as an invalid NaN token; atomic."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
+    with atomic_file(path) as f:
+        f.write((json.dumps(clean, indent=2, default=str) + "\n").encode())
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: a kill at any instant leaves the previous checkpoint intact.
+
+    Lightning 2.6 saves through an fsspec transaction that writes to the system temp folder and then moves the file;
+    when that folder is on another file system (a tmpfs /tmp, node-local scratch), the move is a copy into the
+    checkpoint in place, and a kill during it leaves a torn `last.ckpt` (and a checkpoint-sized file in /tmp).
+    Remote paths (s3://, ...) keep Lightning's own save.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            torch.save(checkpoint, f)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def seconds_since(stamp: str | None) -> float:
+    try:
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(str(stamp))).total_seconds()
+    except ValueError:
+        return math.inf
+
+
+def process_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process, from /proc; None where there is no /proc entry."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], fields[19]  # fields 3 and 22 of proc(5), counted after the command name in parentheses
+
+
+def this_process() -> dict:
+    """Who runs a run: pid, host, the pid's start time (tells a reused pid apart) and the scheduler's job id."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+    stat = process_stat(os.getpid())
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": stat and stat[1], "job": job}
+
+
+def gone(record: dict) -> str | None:
+    """Why the process behind a `running` record is no longer running; None if it may still be."""
+    process = record.get("process") or {}
+    me, pid, host = this_process(), process.get("pid"), process.get("host")
+    silent = seconds_since(process.get("heartbeat"))
+    dead = (f"its process (pid {pid} on {host}) ended without a word (SIGKILL: out of memory, pre-emption, or its "
+            f"machine stopped); last heartbeat {process.get('heartbeat')}")
+    if host == me["host"]:
+        if not isinstance(pid, int) or pid == me["pid"]:
+            return dead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return dead
+        except PermissionError:
+            pass  # another user's live process
+        stat = process_stat(pid)
+        if stat is None:  # no /proc (macOS): a reused pid shows as a silent heartbeat
+            return dead if silent > STALE_AFTER_SECONDS else None
+        return dead if stat[0] == "Z" or stat[1] != process.get("process_start") else None
+    if process.get("job") and process.get("job") == me["job"]:
+        return dead  # the scheduler re-queued this very job on another node
+    return dead if silent > STALE_AFTER_SECONDS else None
+
+
+def read_record(folder: Path) -> dict | None:
+    """A run folder's metrics.json, or None (absent or unreadable)."""
+    try:
+        record = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def effective_status(record: dict) -> tuple[str, str | None]:
+    """(status, why): a `running` record whose process is gone is `interrupted`; a live one says who runs it."""
+    status = str(record.get("status", "unknown"))
+    if status == "running":
+        why = gone(record)
+        if why:
+            return "interrupted", why
+        process = record.get("process") or {}
+        return status, f"pid {process.get('pid')} on {process.get('host')}, last heartbeat {process.get('heartbeat')}"
+    return status, record.get("error")
+
+
+class RunRecord:
+    """metrics.json of a live run: `running`, the config id, and under `process` who runs it (pid, host, the pid's
+    start time, the scheduler's job id), what it resumed from and a heartbeat every 30 s; then its final status.
+
+    Written on rank 0 only (`write=False` elsewhere). The heartbeat is a daemon thread, so it beats through data
+    loading, validation and testing too; `finish` stops it before writing the final status.
+    """
+
+    def __init__(self, out: Path, config_id: str, resumed_from: str | None, write: bool = True) -> None:
+        self.path, self.write, self.config_id = out / "metrics.json", write, config_id
+        self.process = {**this_process(), "resumed_from": resumed_from, "started": now(), "heartbeat": now()}
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        if write:
+            self._write({"status": "running"})
+            threading.Thread(target=self._beat, name="lstm_zoo-heartbeat", daemon=True).start()
+
+    def _write(self, metrics: dict) -> None:
+        self.process["heartbeat"] = now()
+        write_json(self.path, {**metrics, "config_id": self.config_id, "process": self.process})
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                if not self._stop.is_set():
+                    self._write({"status": "running"})
+
+    def finish(self, status: str, metrics: dict, error: str | None = None) -> None:
+        """Stop the heartbeat; set `metrics["status"]` and write the metrics, the error and the process record."""
+        self._stop.set()
+        metrics["status"] = status
+        with self._lock:
+            self.process["finished"] = now()
+            if self.write:
+                self._write({**metrics, **({"error": error} if error else {})})
+
+
+def record_failure(folder: Path, error: str) -> None:
+    """Record the run in `folder` as failed with `error`, for a process that died before it could; keeps its config
+    id, so a re-run resumes it. A final status the run wrote itself is kept."""
+    record = read_record(folder) or {}
+    if record.get("status") in (None, "running"):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "metrics.json", {**record, "status": "failed", "error": error})

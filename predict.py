@@ -1,0 +1,16 @@
+"""Forecast past the data: `python predict.py ckpt_path=<.ckpt or run folder> [data=csv data.path=...]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lstm_zoo.checks import exit_on_user_error
+from lstm_zoo.pipeline import predict
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(predict, cfg)
+
+
+if __name__ == "__main__":
+    main()

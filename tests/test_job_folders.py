@@ -1,0 +1,79 @@
+"""Sweep job folders hold no `=` or `,`: a checkpoint path copied from a multirun folder works as pasted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from lstm_zoo.naming import job_folder_name
+from tests.conftest import FAST, ROOT
+
+
+@pytest.mark.parametrize("overrides, folder", [
+    ("model-stacked_seed-1", "model-stacked_seed-1"),
+    ("data.features-[High,Low]_model-gru", "data.features-High+Low_model-gru"),
+    ("~callbacks.forecast_plot_seed-0", "no-callbacks.forecast_plot_seed-0"),
+    ("data.ticker-'A B'_x-${data.window}_p-/tmp/a:b", "data.ticker-A-B_x--data.window_p--tmp-a-b"),
+])
+def test_job_folder_names_parse_unquoted_in_an_override(overrides, folder):
+    assert job_folder_name(overrides) == folder
+    path = f"outputs/multirun/2026-01-01_10-00-00-000001/3_{folder}/checkpoints/last.ckpt"
+    parsed = OverridesParser.create().parse_overrides([f"ckpt_path={path}"])[0]
+    assert parsed.key_or_group == "ckpt_path" and parsed.value() == path
+    long = [job_folder_name(f"seed-{seed}_" + "model.hidden_size-8_" * 20) for seed in (1, 2)]
+    assert len(long[0]) == 160 and long[0] != long[1]  # cut under the file system's 255, still unique
+    assert long[0] == job_folder_name("seed-1_" + "model.hidden_size-8_" * 20)  # and deterministic
+
+
+def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f"{script} {args}:\n{result.stdout[-3000:]}{result.stderr[-5000:]}"
+    return result
+
+
+@pytest.mark.slow
+def test_a_path_copied_from_a_real_sweep_works_in_eval_predict_export_and_resume(prices_csv, tmp_path):
+    cli("train.py", "-m", "model=vanilla", "seed=1,2", "data=csv", f"data.path={prices_csv}", *FAST,
+        "data.features=[High,Low]", "data.horizon=2", "trainer.limit_train_batches=2", "hydra.sweep.dir=sweep",
+        cwd=tmp_path)
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert len(jobs) == 2 and jobs[0].startswith("0_") and jobs[1].startswith("1_")
+    assert not any(c in "".join(jobs) for c in "=,[]'\" ")
+    assert "data.features-High+Low" in jobs[1] and "model-vanilla" in jobs[1] and "seed-2" in jobs[1]
+    run = f"sweep/{jobs[1]}"  # relative, as a user copies it from `ls`
+    data = ["data=csv", f"data.path={prices_csv}"]
+
+    cli("eval.py", f"ckpt_path={run}/checkpoints/last.ckpt", *data, "hydra.run.dir=eval", cwd=tmp_path)
+    scored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    trained = json.loads((tmp_path / run / "metrics.json").read_text())
+    assert scored["status"] == "completed" and scored["test/rmse"] == pytest.approx(trained["test/rmse"], rel=1e-6)
+
+    out = cli("predict.py", f"ckpt_path={run}", *data, "hydra.run.dir=predict", cwd=tmp_path).stdout
+    forecast = pd.read_csv(tmp_path / "predict" / "forecast.csv")
+    assert forecast["date"].tolist() == ["2023-01-03", "2023-01-04"]  # XNYS: 2023-01-02 was a holiday
+    assert "split-conformal from" in out and "lower_80" in out
+
+    for fmt, file in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
+        cli("export.py", f"ckpt_path={run}/checkpoints/last.ckpt", f"format={fmt}", f"hydra.run.dir=export_{fmt}",
+            cwd=tmp_path)
+        assert (tmp_path / f"export_{fmt}" / file).stat().st_size > 0
+        assert json.loads((tmp_path / f"export_{fmt}" / "model.json").read_text())["parity_max_abs_diff"] < 1e-5
+
+    same = ["model=vanilla", *data, *FAST, "data.features=[High,Low]", "data.horizon=2",
+            "trainer.limit_train_batches=2"]
+    cli("train.py", f"ckpt_path={run}/checkpoints/last.ckpt", *same, "trainer.max_epochs=2", "hydra.run.dir=resumed",
+        cwd=tmp_path)  # a checkpoint file: continue from its weights under this configuration
+    resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["epochs"] == 2
+    cli("train.py", f"ckpt_path={run}", *same, "seed=2", "hydra.run.dir=again", cwd=tmp_path)  # the run folder
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["status"] == "completed" and again["test/rmse"] == trained["test/rmse"]  # its recorded results
