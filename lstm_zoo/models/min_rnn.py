@@ -26,7 +26,7 @@ from torch.nn.functional import logsigmoid
 
 from lstm_zoo.checks import ConfigError
 from lstm_zoo.models.rnn import RNNForecaster
-from lstm_zoo.models.scripting import script_or_eager
+from lstm_zoo.models.scripting import exporting, script_or_eager
 
 MODES = ("sequential", "parallel", "reference")
 
@@ -129,7 +129,9 @@ class MinRNN(nn.Module):
                                weight.view(self.gates, self.hidden_size, self.input_size).transpose(1, 2))
             xw = xw.view(self.gates, n_steps, batch, self.hidden_size)
             h = xw.new_zeros(batch, self.hidden_size) if h0 is None else h0[0].to(xw.dtype)
-            if self.mode == "sequential":
+            if exporting():  # the custom autograd function and logcumsumexp do not export: the plain steps do
+                out = self.reference(xw, h)
+            elif self.mode == "sequential":
                 out = MinRNNFunction.apply(xw, h, self)
             elif self.mode == "parallel":
                 out = self.log_space_scan(xw, h)

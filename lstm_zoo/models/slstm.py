@@ -33,7 +33,7 @@ from torch.nn.functional import logsigmoid
 
 from lstm_zoo.checks import ConfigError
 from lstm_zoo.models.rnn import RNNForecaster
-from lstm_zoo.models.scripting import script_or_eager
+from lstm_zoo.models.scripting import exporting, script_or_eager
 
 MODES = ("sequential", "reference")
 FORGET_GATES = ("sigmoid", "exp")
@@ -201,7 +201,7 @@ class SLSTM(nn.Module):
             zeros = x.new_zeros(x.shape[1], self.hidden_size)
             h, c, n, m = (zeros, zeros, zeros, torch.full_like(zeros, -math.inf)) if state is None else \
                 (s[0].to(dtype) for s in state)
-            if self.mode == "reference":
+            if self.mode == "reference" or exporting():  # the custom autograd function does not export
                 out, state = self.reference(x, h, c, n, m)
             else:  # normalized state: h~ = c / n and m + log n (0 and -inf where n = 0, a fresh state)
                 fresh = n <= 0
