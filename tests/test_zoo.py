@@ -413,7 +413,7 @@ def test_new_cells_resume_from_a_checkpoint_to_identical_results(prices_csv, tmp
 
     straight = train("straight", "trainer.max_epochs=2")
     train("first", "trainer.max_epochs=1")
-    resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first'}")
+    resumed = train("resumed", "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}")
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
     test_metrics = {k: v for k, v in straight.items() if k.startswith("test/")}
     assert test_metrics and {k: resumed[k] for k in test_metrics} == test_metrics  # bit-identical
