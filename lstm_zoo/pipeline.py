@@ -285,18 +285,23 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
     best = ranking.best_model_path if ranking else ""
     tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
+    distributed = trainer.world_size > 1
+    # ddp_spawn: this (parent) process is outside the process group, and validating through `trainer` would spawn
+    # the processes once more (which aborted at times): one device re-scores here instead
+    in_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    validator = single_device_tester(trainer) if distributed and not in_group else trainer
     if tested:  # the best epoch's validation metrics (a sweeper's objective), not the last epoch's
-        loggers, trainer.loggers = trainer.loggers, []  # a re-scoring, not a new point on the curves
-        trainer.validate(model, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
-        trainer.loggers = loggers
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        loggers, validator.loggers = validator.loggers, []  # a re-scoring, not a new point on the curves
+        validator.validate(model, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
+        validator.loggers = loggers
+    scored = validator.callback_metrics if tested else trainer.callback_metrics
+    metrics.update({k: float(v) for k, v in scored.items() if k.startswith("val/")})
     metrics.update(tested_weights="best" if tested else "last")  # the weights test/* describe
-    if cfg.test and trainer.world_size > 1:
-        if not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
-            return
-        metrics.update(test_and_write(single_device_tester(trainer), model, datamodule, out, tested))
-    elif cfg.test:
-        metrics.update(test_and_write(trainer, model, datamodule, out, ckpt_path=tested))
+    if distributed and not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
+        return
+    if cfg.test:
+        tester = single_device_tester(trainer) if distributed else trainer
+        metrics.update(test_and_write(tester, model, datamodule, out, ckpt_path=tested))
     metrics.update(split_info(datamodule))
     metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=best or None)
     logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
