@@ -1,7 +1,7 @@
 """Recurrent-cell implementations vs the oneDNN nn.LSTM `stacked` model: training-epoch time, side by side.
 
 python scripts/bench_cells.py [--repeats 5] [--batches 82] [--device cpu] [--threads 1] [--options a,b,...]
-                              [--json results.json]
+                              [--profile] [--json results.json]
 
 The options are the peephole LSTM's implementations (naive ... fused_torchscript), the GRU's: `gru_torch`
 (torch's nn.GRU) and `gru_fused` (`FusedGRU`, the default), and the newer cells' modes: `min_gru`, `min_lstm` and
@@ -10,6 +10,11 @@ paper's equations through autograd), `<cell>_compiled` (the reference under `tor
 warm-up line) and `slstm_dense` (one head: a dense recurrent matrix). Each option is timed in the same process over
 `--repeats` rounds, each epoch paired with an epoch of `stacked` right before it (even rounds) or right after
 it (odd rounds); the table gives the median seconds per epoch and the median of the per-pair ratios.
+
+`--profile` then runs `torch.profiler` over 10 training batches of stacked and of each option: operator calls per
+batch and the operators with the largest share of self CPU time, what explains a ratio (a recurrence inside one
+oneDNN kernel per layer against thousands of per-step kernel launches). The profiler's own cost per call inflates
+small operators, so its shares and counts are for explaining, the timed rounds for judging.
 """
 
 from __future__ import annotations
@@ -76,6 +81,27 @@ def epoch(model: torch.nn.Module, batches: list[tuple[Tensor, Tensor]]) -> float
     return time.perf_counter() - started
 
 
+def profile_ops(model: torch.nn.Module, batches: list[tuple[Tensor, Tensor]], top: int = 5) -> dict:
+    """`torch.profiler` over training steps (after two warm-up steps): aten operator calls per batch and the `top`
+    operators by self CPU time with their share of the whole step's self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    epoch(model, batches[:2])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if batches[0][0].is_cuda else [])
+    with profile(activities=activities) as prof:
+        epoch(model, batches)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {"calls_per_batch": sum(e.count for e in events) / len(batches),
+            "top": [[e.key, e.self_cpu_time_total / total] for e in ranked]}
+
+
+def format_top(top: list[list]) -> str:
+    """`[[op, share], ...]` as 'op 45%, op 32%'."""
+    return ", ".join(f"{name.removeprefix('aten::')} {share:.0%}" for name, share in top)
+
+
 ORIGINAL_LOOP = peephole.peephole_loop
 SCRIPTED = (peephole._forward_impl, peephole._backward_impl)
 OPTIONS = ["naive", "hoisted_autograd", "torchscript_autograd", "compile_autograd", "fused_eager", "fused_torchscript",
@@ -116,6 +142,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--options", default=",".join(OPTIONS))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="also profile 10 batches of each (see above)")
     parser.add_argument("--json", help="also write the per-round times and ratios to this JSON file")
     args = parser.parse_args()
     if args.threads:
@@ -151,10 +178,20 @@ def main() -> None:
     for option in options:
         print(f"| {option:<22} | {statistics.median(times[option]):7.3f} | {statistics.median(ratios[option]):9.2f} |")
     print("\nper round, s:", {name: [round(t, 2) for t in values] for name, values in times.items()})
+    profiles = {}
+    if args.profile:
+        profiles["stacked"] = profile_ops(stacked, batches[:10])
+        for option in options:
+            configure(option)
+            profiles[option] = profile_ops(models[option], batches[:10])
+        print("\n| profiled (10 batches) | aten calls per batch | largest self-CPU shares |\n|---|---:|---|")
+        for name, found in profiles.items():
+            print(f"| {name} | {found['calls_per_batch']:,.0f} | {format_top(found['top'])} |")
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"device": args.device, "threads": torch.get_num_threads(), "batches": args.batches,
-                       "repeats": args.repeats, "epoch_s": times, "ratios": ratios}, file, indent=2)
+                       "repeats": args.repeats, "epoch_s": times, "ratios": ratios, "profiles": profiles}, file,
+                      indent=2)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def bench_cells(device: str, rounds: int, options: list[str]) -> dict:
     """
     out = Path(tempfile.mkdtemp()) / "cells.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_cells.py"), "--options", ",".join(options),
-           "--repeats", str(rounds), "--device", device, "--json", str(out)]
+           "--repeats", str(rounds), "--device", device, "--profile", "--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     if result.returncode != 0 or not out.exists():
@@ -323,6 +323,7 @@ def report(results: dict) -> str:
                         f"{ratio:.2f}x" + (rounds if len(ratios) > 1 else ""), "<= 1.1x",
                         "met" if ratio <= 1.1 else "missed"])
     cells = results.get("cells", {})
+    missed = []  # bench_cells options whose target was missed on the interleaved rounds: their profile follows
     cell_ratios = {option: statistics.median(r) for option, r in cells.get("ratios", {}).items() if r}
     separate = (by_name["peephole"]["epoch_s_median"] / by_name["stacked"]["epoch_s_median"]
                 if "stacked" in by_name and "peephole" in by_name else None)
@@ -333,6 +334,8 @@ def report(results: dict) -> str:
         if separate is not None:
             measured += f"; {separate:.2f}x from the per-model epochs above"
         targets.append(["peephole epoch / stacked epoch", measured, "<= 1.5x", "met" if ratio <= 1.5 else "missed"])
+        if ratio > 1.5:
+            missed.append("fused_torchscript")
     elif separate is not None:
         targets.append(["peephole epoch / stacked epoch", f"{separate:.2f}x", "<= 1.5x",
                         "met" if separate <= 1.5 else "missed"])
@@ -346,6 +349,8 @@ def report(results: dict) -> str:
         else:
             continue
         verdict = "met" if ratio <= goal else "missed"
+        if ratio > goal and cell in cell_ratios:
+            missed.append(cell)
         if stretch is not None:
             verdict += f", stretch {'met' if ratio <= stretch else 'missed'}"
         targets.append([f"{cell} epoch / stacked epoch", f"{ratio:.2f}x{measured}",
@@ -377,7 +382,26 @@ def report(results: dict) -> str:
                    f"{plain['epoch_s_median']:.2f} s/epoch")
     if targets:
         out.append("\n" + table(targets, ["target", "measured", "goal", ""]))
+    out += miss_profiles(cells.get("profiles", {}), missed)
     return "\n".join(out)
+
+
+def miss_profiles(profiles: dict, missed: list[str]) -> list[str]:
+    """What `bench_cells.py --profile` found for each missed cell target, beside stacked's profile."""
+    def shares(found: dict) -> str:
+        return ", ".join(f"{name.removeprefix('aten::')} {share:.0%}" for name, share in found["top"])
+
+    lines = []
+    for option in (o for o in missed if o in profiles and "stacked" in profiles):
+        found, base = profiles[option], profiles["stacked"]
+        lines.append(f"\nProfile of a missed target, {CELL_OPTIONS.get(option, option)} (torch.profiler, 10 batches; "
+                     f"shares of self CPU time): {found['calls_per_batch']:,.0f} aten calls per batch against "
+                     f"stacked's {base['calls_per_batch']:,.0f}; its largest: {shares(found)}; stacked's: "
+                     f"{shares(base)}."
+                     + (f" {found['calls_per_batch'] / base['calls_per_batch']:.0f}x the calls: per-step kernel "
+                        f"launches against stacked's one fused kernel per layer: dispatch rather than arithmetic."
+                        if found["calls_per_batch"] > 5 * base["calls_per_batch"] else ""))
+    return lines
 
 
 def main() -> None:

@@ -106,3 +106,19 @@ def test_new_cell_targets_are_judged_on_the_interleaved_rounds_with_the_stretch_
     table = rows(benchmark.report(measured))
     assert table["min_gru epoch / stacked epoch"] == ["0.90x", "<= 0.5x (stretch 0.3x)", "missed, stretch missed"]
     assert "min_lstm epoch / stacked epoch" not in table
+
+
+def test_a_missed_cell_target_is_followed_by_its_profile_and_a_met_one_is_not():
+    measured = results(stacked=1.0, peephole=1.2, job_fit=25, job_rmse=6.0, keras_fit=100, keras_rmse=8.0)
+    profile = {"stacked": {"calls_per_batch": 700.0, "top": [["aten::mkldnn_rnn_layer_backward", 0.46]]},
+               "slstm": {"calls_per_batch": 24000.0, "top": [["aten::mul", 0.11], ["aten::copy_", 0.07]]},
+               "min_gru": {"calls_per_batch": 1500.0, "top": [["aten::bmm", 0.2]]}}
+    measured["cells"] = {"repeats": 3, "batches": 82, "ratios": {"min_gru": [0.3, 0.3, 0.3], "slstm": [1.6] * 3},
+                         "profiles": profile}
+    text = benchmark.report(measured)
+    assert ("Profile of a missed target, slstm (torch.profiler, 10 batches; shares of self CPU time): 24,000 aten "
+            "calls per batch against stacked's 700; its largest: mul 11%, copy_ 7%; stacked's: "
+            "mkldnn_rnn_layer_backward 46%. 34x the calls") in text
+    assert "missed target, min_gru" not in text
+    measured["cells"]["ratios"]["slstm"] = [1.4] * 3  # met: no profile line
+    assert "Profile of a missed target" not in benchmark.report(measured)
