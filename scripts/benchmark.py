@@ -398,8 +398,8 @@ def miss_profiles(profiles: dict, missed: list[str]) -> list[str]:
                      f"shares of self CPU time): {found['calls_per_batch']:,.0f} aten calls per batch against "
                      f"stacked's {base['calls_per_batch']:,.0f}; its largest: {shares(found)}; stacked's: "
                      f"{shares(base)}."
-                     + (f" {found['calls_per_batch'] / base['calls_per_batch']:.0f}x the calls: per-step kernel "
-                        f"launches against stacked's one fused kernel per layer: dispatch rather than arithmetic."
+                     + (f" {found['calls_per_batch'] / base['calls_per_batch']:.0f}x the calls: the recurrence runs "
+                        f"as per-step kernel launches where stacked has one fused kernel per layer."
                         if found["calls_per_batch"] > 5 * base["calls_per_batch"] else ""))
     return lines
 
