@@ -152,6 +152,9 @@ def main() -> None:
     batches = [(torch.rand(32, 60, 1, device=device), torch.rand(32, 1, device=device)) for _ in range(args.batches)]
     stacked = RNNForecaster(hidden_size=50, num_layers=4, dropout=0.2, window=60).to(device)
     options = args.options.split(",")
+    unknown = [option for option in options if option not in OPTIONS]
+    if unknown:
+        parser.error(f"--options: unknown {', '.join(unknown)}; choose from {', '.join(OPTIONS)}")
     models = {}
     for option in options:  # build, and warm up (compile / script / allocator) outside the timed rounds
         models[option] = build(option).to(device)
