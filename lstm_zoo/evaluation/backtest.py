@@ -27,13 +27,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
 from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
 from lstm_zoo.evaluation.leaderboard import compare, group_label, markdown, read_sweep  # noqa: E402
-from lstm_zoo.evaluation.metrics import diebold_mariano, format_pvalue  # noqa: E402
-from lstm_zoo.evaluation.pooling import pool_folds, pooled_metrics, relative_losses, squared_errors  # noqa: E402
+from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
+from lstm_zoo.evaluation.pooling import (  # noqa: E402
+    is_single_split,
+    pool_folds,
+    pooled_dm,
+    pooled_metrics,
+    relative_losses,
+    squared_errors,
+)
 
 PERSISTENCE = "persistence"
 
@@ -77,10 +83,10 @@ def seed_mean_losses(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames).groupby(["ticker", "date"]).mean()
 
 
-def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int) -> float:
-    """Diebold-Mariano p-value of a per-day loss series against persistence's (HLN-corrected, lags up to h-1)."""
-    return diebold_mariano(torch.tensor(np.sqrt(loss.to_numpy()))[:, None],
-                           torch.tensor(np.sqrt(persistence_loss.to_numpy()))[:, None], horizon)[1]
+def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int, single_split: bool) -> float:
+    """Diebold-Mariano p-value of a per-day loss series against persistence's: Newey-West long-run variance when
+    the series pools several tickers or folds, R's dm.test for one ticker in one fold (`pooled_dm`)."""
+    return pooled_dm(loss.to_numpy(), persistence_loss.to_numpy(), horizon, single_split)[1]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -120,7 +126,8 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
         row = {"config": config, "seeds": len(per_seed),
                "folds": len(set().union(*(set(f["fold"]) for f in per_seed.values()))),
                "tickers": len(set().union(*(set(f["ticker"]) for f in per_seed.values()))),
-               "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon),
+               "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon,
+                                                   is_single_split(losses[config].reset_index())),
                "mcs_p": mcs[config], **{f"in_mcs_{size:g}": bool(mcs[config] >= size) for size in sizes}}
         for key in ("rel_mse", "skill", "mape", "directional_accuracy"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[key] for m in seeds])
@@ -138,7 +145,7 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
             mine = mean_losses.loc[ticker]
             row = {"ticker": ticker, "config": config, "seeds": len(metrics),
                    "persistence_rmse": metrics[0]["test/persistence_rmse"],
-                   "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon)}
+                   "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon, mine["fold"].nunique() == 1)}
             for key in ("rmse", "mae", "mape", "skill", "directional_accuracy"):
                 row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[f"test/{key}"] for m in metrics])
             per_ticker.append(row)
