@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -18,8 +19,9 @@ from conftest import CONF, FAST, ROOT, write_tickers_csv
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
-from lstm_zoo.evaluation.backtest import backtest_tables
+from lstm_zoo.evaluation.backtest import backtest_tables, main
 from lstm_zoo.evaluation.confidence import Bootstrap, StudentizedSPA, confidence_set_pvalues, spa_pvalue
 from lstm_zoo.evaluation.ensemble import predictions_metrics
 from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags
@@ -224,6 +226,45 @@ def test_backtest_tables_pool_per_seed_and_judge_on_the_seed_mean_loss() -> None
     assert folds.set_index(["config", "fold"]).loc[("bad", 1), "skill_mean"] == pytest.approx(np.mean(fold1))
     aaa = [predictions_metrics(frame[frame["ticker"] == "AAA"])["test/rmse"] for frame in runs["good"].values()]
     assert tickers.set_index(["ticker", "config"]).loc[("AAA", "good"), "rmse_mean"] == pytest.approx(np.mean(aaa))
+
+
+def single_run(folder: Path, model: str, frame: pd.DataFrame, tickers: list[str] | None = None) -> dict:
+    """A `python train.py` run folder as Hydra and the run write it (mode RUN), with `frame` as its predictions."""
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"seed": 42, "model": {"hidden_size": 8}, "data": {"tickers": tickers}, "backtest": {"fold": None}},
+                   folder / ".hydra" / "config.yaml")
+    OmegaConf.save({"hydra": {"mode": "RUN", "runtime": {"choices": {"model": model}}}},
+                   folder / ".hydra" / "hydra.yaml")
+    frame.drop(columns="fold").to_csv(folder / "predictions.csv", index=False)
+    metrics = {"status": "completed", "num_parameters": 10, "train_seconds": 1.0, "epochs": 1,
+               **predictions_metrics(frame)}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def test_compare_lists_a_folder_of_single_runs_one_row_per_run(tmp_path: Path) -> None:
+    """outputs/runs: runs made one by one (the same model twice on the same days, another model, a multi-ticker run)
+    are listed, not pooled; pooling them by model fails with a fix that works."""
+    runs = tmp_path / "outputs" / "runs"
+    two_tickers = forecasts(0.8, seed=20, folds=1)
+    aaa = two_tickers[two_tickers["ticker"] == "AAA"]
+    other = forecasts(0.9, seed=21, folds=1).query("ticker == 'AAA'")
+    made = [("10", "vanilla", aaa, None), ("11", "vanilla", other, None), ("12", "gru", aaa, None),
+            ("13", "vanilla", two_tickers, ["AAA", "BBB"])]
+    published = {}
+    for hour, model, frame, tickers in made:
+        name = f"2026-01-01_{hour}-00-00-000001_{model}"
+        published[name] = single_run(runs / name, model, frame, tickers)
+    main([str(runs)])
+    table = pd.read_csv(runs / "leaderboard.csv", index_col="run")
+    assert sorted(table.index) == sorted(published)
+    for run, metrics in published.items():
+        assert table.loc[run, "rmse_mean"] == pytest.approx(metrics["test/rmse"], rel=1e-12)
+        assert table.loc[run, "seeds"] == 1
+    with pytest.raises(SystemExit, match=r"overlap.*--by run\.$"):
+        main([str(runs), "--by", "model"])  # two vanilla runs of seed 42 forecast the same days
+    main([str(runs), "--by", "run"])  # the fix it names
+    assert sorted(pd.read_csv(runs / "leaderboard.csv", index_col="run").index) == sorted(published)
 
 
 def test_walk_forward_experiment_sweeps_models_targets_seeds_and_eight_folds() -> None:

@@ -12,7 +12,9 @@ seed the out-of-sample forecasts of all its runs are pooled into one series (eve
 - the MCS at 10% and 25% over all configurations plus persistence, and Hansen's SPA test of "no configuration
   beats persistence" (`lstm_zoo.evaluation.confidence`), said in words.
 
-A sweep of single-split, single-ticker runs gets the plain leaderboard of `lstm_zoo.evaluation.leaderboard`.
+A sweep of single-split, single-ticker runs gets the plain leaderboard of `lstm_zoo.evaluation.leaderboard`, and so
+does a folder of single runs such as outputs/runs (each `python train.py ...` run its own row: `--by run`, the
+default there), since runs made one by one differ in whatever their commands changed and are not pooled.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
 from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
@@ -54,6 +57,13 @@ def is_backtest(runs: pd.DataFrame) -> bool:
     return bool(runs["backtest.fold"].notna().any() or runs["data.tickers"].notna().any())
 
 
+def single_runs(sweep: Path, runs: pd.DataFrame) -> bool:
+    """Every run folder of `sweep` holds a single `python train.py` run (Hydra mode RUN), none a sweep's job."""
+    modes = {OmegaConf.select(OmegaConf.load(sweep / run / ".hydra" / "hydra.yaml"), "hydra.mode")
+             for run in runs["run"] if (sweep / run / ".hydra" / "hydra.yaml").is_file()}
+    return modes == {"RUN"}
+
+
 def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.DataFrame]]:
     """Per configuration label and seed, the pooled forecasts of its completed runs (a `fold` column added)."""
     done = runs[runs["completed"] & runs["predictions"].notna()]
@@ -66,8 +76,8 @@ def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.
             try:
                 per_seed[int(seed)] = pool_folds(frames)
             except ValueError as err:  # two runs of one configuration and seed forecast the same ticker-days
-                raise SystemExit(f"configuration {group_label(key)!r}, seed {seed}: {err} Or put the key that "
-                                 "tells those runs apart in --by (e.g. --by model data.tickers).") from None
+                raise SystemExit(f"configuration {group_label(key)!r}, seed {seed}: {err} Or put the setting that "
+                                 "tells those runs apart in --by, or list each run on its own with --by run.") from None
         forecasts[group_label(key)] = per_seed
     return forecasts
 
@@ -279,9 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Leaderboard of a sweep (walk-forward and multi-ticker sweeps: "
                                      "pooled, per-fold and per-ticker tables, MCS and SPA).")
     parser.add_argument("sweep", type=Path, help="a sweep folder, e.g. outputs/multirun/<date>_walk_forward")
-    parser.add_argument("--by", nargs="+", default=["model"],
-                        help="config groups or keys that define a configuration (default: model), e.g. --by model "
-                             "data.target_transform")
+    parser.add_argument("--by", nargs="+",
+                        help="config groups or keys that define a configuration, e.g. --by model "
+                             "data.target_transform, or `run` (one row per run folder). Default: model for a sweep, "
+                             "run for a folder of single runs such as outputs/runs")
     parser.add_argument("--block-size", type=int, default=Bootstrap.block_size,
                         help="mean block length (days) of the stationary bootstrap of MCS and SPA (default 20)")
     parser.add_argument("--reps", type=int, default=Bootstrap.reps, help="bootstrap replications (default 1000)")
@@ -293,7 +304,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.sweep}: no such folder. Fix: pass a sweep folder under outputs/multirun/")
     if args.block_size < 1 or args.reps < 1 or not all(0 < s < 1 for s in args.mcs_sizes):
         parser.error("--block-size and --reps must be >= 1 and every --mcs-sizes value in (0, 1)")
-    if is_backtest(read_sweep(args.sweep, sweep_keys(args.by))):
+    if args.by is None:
+        args.by = ["run"] if single_runs(args.sweep, read_sweep(args.sweep, ["model"])) else ["model"]
+    if "run" in args.by:  # each run on its own: its metrics as published, nothing pooled
+        compare(args.sweep, args.by)
+    elif is_backtest(read_sweep(args.sweep, sweep_keys(args.by))):
         compare_backtest(args.sweep, args.by, Bootstrap(args.block_size, args.reps, args.bootstrap_seed),
                          tuple(args.mcs_sizes))
     else:
