@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -11,15 +12,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
+import torch
+from arch.bootstrap import SPA, StationaryBootstrap
 from conftest import CONF, FAST, ROOT, write_tickers_csv
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
-from lstm_zoo.evaluation.backtest import backtest_tables
-from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue
+from lstm_zoo.evaluation.backtest import backtest_tables, main
+from lstm_zoo.evaluation.confidence import Bootstrap, StudentizedSPA, confidence_set_pvalues, spa_pvalue
 from lstm_zoo.evaluation.ensemble import predictions_metrics
-from lstm_zoo.evaluation.pooling import pool_folds, pooled_metrics, relative_losses
+from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags
+from lstm_zoo.evaluation.pooling import daily_losses, pool_folds, pooled_dm, pooled_metrics, relative_losses
 
 QUICK = Bootstrap(block_size=10, reps=300, seed=0)
 
@@ -95,6 +101,111 @@ def test_the_mcs_keeps_every_forecast_when_they_are_equally_good() -> None:
     assert spa_pvalue(equal["a"], same[["x", "y"]], QUICK) == 1.0
 
 
+def hansen_spa_pvalues(benchmark: np.ndarray, models: np.ndarray, block_size: int, reps: int,
+                       seed: int) -> np.ndarray:
+    """Lower, consistent and upper SPA p-values straight from Hansen (2005): the stationary-bootstrap kernel
+    variance omega_k^2, T = max(0, max_k sqrt(n) dbar_k / omega_k), re-centring mu_k, T*_b and P(T* >= T)."""
+    d = benchmark[:, None] - models
+    n, mean = len(d), d.mean(axis=0)
+    centred, q = d - mean, 1 / block_size
+    omega2 = (centred**2).sum(axis=0) / n
+    for i in range(1, n):
+        kappa = (n - i) / n * (1 - q) ** i + i / n * (1 - q) ** (n - i)
+        omega2 += 2 * kappa * (centred[:-i] * centred[i:]).sum(axis=0) / n
+    t_values = np.sqrt(n) * mean / np.sqrt(omega2)
+    statistic = max(t_values.max(), 0.0)
+    consistent = np.where(t_values >= -np.sqrt(2 * np.log(np.log(n))), mean, 0.0)
+    recentre = [np.maximum(mean, 0.0), consistent, mean]
+    days = StationaryBootstrap(block_size, np.arange(n), seed=seed)  # the days each replication draws
+    simulated = np.array([[max((np.sqrt(n) * (d[index].mean(axis=0) - mu) / np.sqrt(omega2)).max(), 0.0)
+                           for mu in recentre] for (index,), _ in days.bootstrap(reps)])
+    return (simulated >= statistic).mean(axis=0)
+
+
+def steady_and_noisy(rng: np.random.Generator, edge: float, days: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """A benchmark's daily losses, and two models': one lower by `edge` with little noise, one equal plus loud noise."""
+    benchmark = rng.chisquare(1, days) + 1.0
+    steady = benchmark - edge + rng.normal(0, 0.1, days)
+    noisy = benchmark + rng.normal(0, 3.0, days)
+    return benchmark, np.column_stack([steady, noisy])
+
+
+def test_the_spa_statistic_is_studentized_as_in_hansen_2005() -> None:
+    benchmark, models = steady_and_noisy(np.random.default_rng(5), edge=0.01)
+    models = np.column_stack([models, benchmark + 0.3 + np.random.default_rng(6).normal(0, 0.5, 500)])  # far worse
+    spa = StudentizedSPA(benchmark, models, block_size=10, reps=300, seed=4)
+    spa.compute()
+    expected = hansen_spa_pvalues(benchmark, models, block_size=10, reps=300, seed=4)
+    np.testing.assert_allclose(spa.pvalues[["lower", "consistent", "upper"]].to_numpy(), expected, atol=1e-12)
+    assert 0 < expected[1] < 1  # an informative case, not p = 0 or 1 on both sides
+
+
+def test_the_spa_finds_a_steady_better_model_beside_a_noisy_one_and_keeps_its_size() -> None:
+    """arch 8's SPA ignores `studentize`: the noisy model's bootstrap maximum hides the steady model's edge."""
+    rng, settings = np.random.default_rng(0), Bootstrap(block_size=20, reps=200, seed=0)
+    studentized = unstudentized = null = 0
+    for _ in range(20):
+        benchmark, models = steady_and_noisy(rng, edge=0.05)
+        frame = pd.DataFrame(models, columns=["steady", "noisy"])
+        studentized += spa_pvalue(pd.Series(benchmark), frame, settings) < 0.05
+        arch_spa = SPA(benchmark, models, block_size=20, reps=200, studentize=True, seed=0)
+        arch_spa.compute()
+        unstudentized += arch_spa.pvalues["consistent"] < 0.05
+        equal = benchmark[:, None] + rng.normal(0, [0.1, 3.0], (500, 2))  # the same expected loss: H0 holds
+        null += spa_pvalue(pd.Series(benchmark), pd.DataFrame(equal, columns=["steady", "noisy"]), settings) < 0.05
+    assert studentized >= 18 and unstudentized <= 6
+    assert null <= 3  # at 5%, about 1 of 20 data sets
+
+
+def test_the_spa_of_a_model_better_or_worse_by_a_constant_is_defined() -> None:
+    benchmark = pd.Series(np.random.default_rng(1).chisquare(1, 300))
+    assert spa_pvalue(benchmark, pd.DataFrame({"better": benchmark - 0.1}), QUICK) == 0.0
+    assert spa_pvalue(benchmark, pd.DataFrame({"worse": benchmark + 0.1, "same": benchmark}), QUICK) == 1.0
+
+
+def ar1(rng: np.random.Generator, phi: float, days: int) -> np.ndarray:
+    shocks, series = rng.normal(size=days), np.zeros(days)
+    for t in range(1, days):
+        series[t] = phi * series[t - 1] + shocks[t]
+    return series
+
+
+def newey_west_t(differential: np.ndarray, lags: int) -> float:
+    """statsmodels' Newey-West t statistic of the mean of `differential` (a regression on a constant)."""
+    fit = sm.OLS(differential, np.ones(len(differential))).fit(cov_type="HAC",
+                                                               cov_kwds={"maxlags": lags, "use_correction": False})
+    return float(fit.tvalues[0])
+
+
+def errors(loss: np.ndarray) -> torch.Tensor:
+    """Errors whose squares are `loss`, as diebold_mariano takes them."""
+    return torch.tensor(np.sqrt(loss))[:, None]
+
+
+def test_the_pooled_dm_uses_a_newey_west_variance_and_a_single_split_stays_r_equal() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.chisquare(1, 1500) + 10.0
+    correlated = base + 0.15 + ar1(rng, 0.4, 1500)  # serially correlated loss differential
+    statistic, pvalue = pooled_dm(correlated, base, horizon=1, single_split=False)
+    assert newey_west_lags(1500) == 7
+    assert statistic == pytest.approx(newey_west_t(correlated - base, 7), rel=1e-9)
+    plain = diebold_mariano(errors(correlated), errors(base))
+    assert pooled_dm(correlated, base, horizon=1, single_split=True) == plain  # one ticker, one fold: R's test
+    assert statistic < 0.8 * plain[0] and pvalue > plain[1]  # positive autocorrelation: less evidence than R's says
+    base = rng.chisquare(1, 4000) + 10.0
+    independent = base + 0.05 + rng.normal(size=4000)  # no serial correlation: the Newey-West lags add ~nothing
+    assert pooled_dm(independent, base, 1, False)[0] == pytest.approx(
+        diebold_mariano(errors(independent), errors(base))[0], rel=0.1)
+
+
+def test_pooled_metrics_over_folds_and_tickers_use_the_newey_west_dm() -> None:
+    frame = forecasts(0.9, seed=4)
+    daily = daily_losses(frame)
+    differential = (daily["loss"] - daily["persistence_loss"]).to_numpy()
+    assert pooled_metrics(frame)["dm_stat"] == pytest.approx(newey_west_t(differential, newey_west_lags(len(daily))),
+                                                             rel=1e-9)
+
+
 def test_backtest_tables_pool_per_seed_and_judge_on_the_seed_mean_loss() -> None:
     runs = {"good": {0: forecasts(0.6, seed=10), 1: forecasts(0.6, seed=11)},
             "bad": {0: forecasts(3.0, seed=12), 1: forecasts(3.0, seed=13)}}
@@ -115,6 +226,45 @@ def test_backtest_tables_pool_per_seed_and_judge_on_the_seed_mean_loss() -> None
     assert folds.set_index(["config", "fold"]).loc[("bad", 1), "skill_mean"] == pytest.approx(np.mean(fold1))
     aaa = [predictions_metrics(frame[frame["ticker"] == "AAA"])["test/rmse"] for frame in runs["good"].values()]
     assert tickers.set_index(["ticker", "config"]).loc[("AAA", "good"), "rmse_mean"] == pytest.approx(np.mean(aaa))
+
+
+def single_run(folder: Path, model: str, frame: pd.DataFrame, tickers: list[str] | None = None) -> dict:
+    """A `python train.py` run folder as Hydra and the run write it (mode RUN), with `frame` as its predictions."""
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"seed": 42, "model": {"hidden_size": 8}, "data": {"tickers": tickers}, "backtest": {"fold": None}},
+                   folder / ".hydra" / "config.yaml")
+    OmegaConf.save({"hydra": {"mode": "RUN", "runtime": {"choices": {"model": model}}}},
+                   folder / ".hydra" / "hydra.yaml")
+    frame.drop(columns="fold").to_csv(folder / "predictions.csv", index=False)
+    metrics = {"status": "completed", "num_parameters": 10, "train_seconds": 1.0, "epochs": 1,
+               **predictions_metrics(frame)}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def test_compare_lists_a_folder_of_single_runs_one_row_per_run(tmp_path: Path) -> None:
+    """outputs/runs: runs made one by one (the same model twice on the same days, another model, a multi-ticker run)
+    are listed, not pooled; pooling them by model fails with a fix that works."""
+    runs = tmp_path / "outputs" / "runs"
+    two_tickers = forecasts(0.8, seed=20, folds=1)
+    aaa = two_tickers[two_tickers["ticker"] == "AAA"]
+    other = forecasts(0.9, seed=21, folds=1).query("ticker == 'AAA'")
+    made = [("10", "vanilla", aaa, None), ("11", "vanilla", other, None), ("12", "gru", aaa, None),
+            ("13", "vanilla", two_tickers, ["AAA", "BBB"])]
+    published = {}
+    for hour, model, frame, tickers in made:
+        name = f"2026-01-01_{hour}-00-00-000001_{model}"
+        published[name] = single_run(runs / name, model, frame, tickers)
+    main([str(runs)])
+    table = pd.read_csv(runs / "leaderboard.csv", index_col="run")
+    assert sorted(table.index) == sorted(published)
+    for run, metrics in published.items():
+        assert table.loc[run, "rmse_mean"] == pytest.approx(metrics["test/rmse"], rel=1e-12)
+        assert table.loc[run, "seeds"] == 1
+    with pytest.raises(SystemExit, match=r"overlap.*--by run\.$"):
+        main([str(runs), "--by", "model"])  # two vanilla runs of seed 42 forecast the same days
+    main([str(runs), "--by", "run"])  # the fix it names
+    assert sorted(pd.read_csv(runs / "leaderboard.csv", index_col="run").index) == sorted(published)
 
 
 def test_walk_forward_experiment_sweeps_models_targets_seeds_and_eight_folds() -> None:

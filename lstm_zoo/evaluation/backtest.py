@@ -12,7 +12,9 @@ seed the out-of-sample forecasts of all its runs are pooled into one series (eve
 - the MCS at 10% and 25% over all configurations plus persistence, and Hansen's SPA test of "no configuration
   beats persistence" (`lstm_zoo.evaluation.confidence`), said in words.
 
-A sweep of single-split, single-ticker runs gets the plain leaderboard of `lstm_zoo.evaluation.leaderboard`.
+A sweep of single-split, single-ticker runs gets the plain leaderboard of `lstm_zoo.evaluation.leaderboard`, and so
+does a folder of single runs such as outputs/runs (each `python train.py ...` run its own row: `--by run`, the
+default there), since runs made one by one differ in whatever their commands changed and are not pooled.
 """
 
 from __future__ import annotations
@@ -27,13 +29,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
 from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
 from lstm_zoo.evaluation.leaderboard import compare, group_label, markdown, read_sweep  # noqa: E402
-from lstm_zoo.evaluation.metrics import diebold_mariano, format_pvalue  # noqa: E402
-from lstm_zoo.evaluation.pooling import pool_folds, pooled_metrics, relative_losses, squared_errors  # noqa: E402
+from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
+from lstm_zoo.evaluation.pooling import (  # noqa: E402
+    is_single_split,
+    pool_folds,
+    pooled_dm,
+    pooled_metrics,
+    relative_losses,
+    squared_errors,
+)
 
 PERSISTENCE = "persistence"
 
@@ -48,6 +57,13 @@ def is_backtest(runs: pd.DataFrame) -> bool:
     return bool(runs["backtest.fold"].notna().any() or runs["data.tickers"].notna().any())
 
 
+def single_runs(sweep: Path, runs: pd.DataFrame) -> bool:
+    """Every run folder of `sweep` holds a single `python train.py` run (Hydra mode RUN), none a sweep's job."""
+    modes = {OmegaConf.select(OmegaConf.load(sweep / run / ".hydra" / "hydra.yaml"), "hydra.mode")
+             for run in runs["run"] if (sweep / run / ".hydra" / "hydra.yaml").is_file()}
+    return modes == {"RUN"}
+
+
 def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.DataFrame]]:
     """Per configuration label and seed, the pooled forecasts of its completed runs (a `fold` column added)."""
     done = runs[runs["completed"] & runs["predictions"].notna()]
@@ -60,8 +76,8 @@ def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.
             try:
                 per_seed[int(seed)] = pool_folds(frames)
             except ValueError as err:  # two runs of one configuration and seed forecast the same ticker-days
-                raise SystemExit(f"configuration {group_label(key)!r}, seed {seed}: {err} Or put the key that "
-                                 "tells those runs apart in --by (e.g. --by model data.tickers).") from None
+                raise SystemExit(f"configuration {group_label(key)!r}, seed {seed}: {err} Or put the setting that "
+                                 "tells those runs apart in --by, or list each run on its own with --by run.") from None
         forecasts[group_label(key)] = per_seed
     return forecasts
 
@@ -77,10 +93,10 @@ def seed_mean_losses(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames).groupby(["ticker", "date"]).mean()
 
 
-def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int) -> float:
-    """Diebold-Mariano p-value of a per-day loss series against persistence's (HLN-corrected, lags up to h-1)."""
-    return diebold_mariano(torch.tensor(np.sqrt(loss.to_numpy()))[:, None],
-                           torch.tensor(np.sqrt(persistence_loss.to_numpy()))[:, None], horizon)[1]
+def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int, single_split: bool) -> float:
+    """Diebold-Mariano p-value of a per-day loss series against persistence's: Newey-West long-run variance when
+    the series pools several tickers or folds, R's dm.test for one ticker in one fold (`pooled_dm`)."""
+    return pooled_dm(loss.to_numpy(), persistence_loss.to_numpy(), horizon, single_split)[1]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -120,7 +136,8 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
         row = {"config": config, "seeds": len(per_seed),
                "folds": len(set().union(*(set(f["fold"]) for f in per_seed.values()))),
                "tickers": len(set().union(*(set(f["ticker"]) for f in per_seed.values()))),
-               "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon),
+               "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon,
+                                                   is_single_split(losses[config].reset_index())),
                "mcs_p": mcs[config], **{f"in_mcs_{size:g}": bool(mcs[config] >= size) for size in sizes}}
         for key in ("rel_mse", "skill", "mape", "directional_accuracy"):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[key] for m in seeds])
@@ -138,7 +155,7 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
             mine = mean_losses.loc[ticker]
             row = {"ticker": ticker, "config": config, "seeds": len(metrics),
                    "persistence_rmse": metrics[0]["test/persistence_rmse"],
-                   "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon)}
+                   "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon, mine["fold"].nunique() == 1)}
             for key in ("rmse", "mae", "mape", "skill", "directional_accuracy"):
                 row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[f"test/{key}"] for m in metrics])
             per_ticker.append(row)
@@ -272,9 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Leaderboard of a sweep (walk-forward and multi-ticker sweeps: "
                                      "pooled, per-fold and per-ticker tables, MCS and SPA).")
     parser.add_argument("sweep", type=Path, help="a sweep folder, e.g. outputs/multirun/<date>_walk_forward")
-    parser.add_argument("--by", nargs="+", default=["model"],
-                        help="config groups or keys that define a configuration (default: model), e.g. --by model "
-                             "data.target_transform")
+    parser.add_argument("--by", nargs="+",
+                        help="config groups or keys that define a configuration, e.g. --by model "
+                             "data.target_transform, or `run` (one row per run folder). Default: model for a sweep, "
+                             "run for a folder of single runs such as outputs/runs")
     parser.add_argument("--block-size", type=int, default=Bootstrap.block_size,
                         help="mean block length (days) of the stationary bootstrap of MCS and SPA (default 20)")
     parser.add_argument("--reps", type=int, default=Bootstrap.reps, help="bootstrap replications (default 1000)")
@@ -286,7 +304,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.sweep}: no such folder. Fix: pass a sweep folder under outputs/multirun/")
     if args.block_size < 1 or args.reps < 1 or not all(0 < s < 1 for s in args.mcs_sizes):
         parser.error("--block-size and --reps must be >= 1 and every --mcs-sizes value in (0, 1)")
-    if is_backtest(read_sweep(args.sweep, sweep_keys(args.by))):
+    if args.by is None:
+        args.by = ["run"] if single_runs(args.sweep, read_sweep(args.sweep, ["model"])) else ["model"]
+    if "run" in args.by:  # each run on its own: its metrics as published, nothing pooled
+        compare(args.sweep, args.by)
+    elif is_backtest(read_sweep(args.sweep, sweep_keys(args.by))):
         compare_backtest(args.sweep, args.by, Bootstrap(args.block_size, args.reps, args.bootstrap_seed),
                          tuple(args.mcs_sizes))
     else:

@@ -1,5 +1,6 @@
 """Which forecasts are indistinguishable from the best (Model Confidence Set), and does any beat a benchmark once
-the number of forecasts tried is accounted for (Hansen's SPA test): `arch.bootstrap.MCS` and `SPA`.
+the number of forecasts tried is accounted for (Hansen's studentized SPA test): `arch.bootstrap.MCS` and `SPA`,
+the latter with its test statistic studentized here (`StudentizedSPA`: arch 8's is not).
 
 Both resample the loss series with a stationary block bootstrap (Politis & Romano), so the serial dependence of
 daily losses (volatile weeks follow volatile weeks) is kept within blocks of `block_size` days on average. The
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from arch.bootstrap import MCS, SPA
 
@@ -56,16 +58,50 @@ def confidence_set_pvalues(losses: pd.DataFrame, bootstrap: Bootstrap = Bootstra
                      name="mcs_pvalue")[list(losses.columns)]
 
 
+class StudentizedSPA(SPA):
+    """arch's `SPA` with Hansen's (2005) studentized statistic, the one `studentize=True` promises.
+
+    With d_kt = L_benchmark,t - L_k,t, its mean dbar_k over T days and w_k^2 its long-run variance (arch's
+    stationary-bootstrap kernel estimate, Hansen's eq. for omega), the SPA statistic is
+    T = max(0, max_k sqrt(T) dbar_k / w_k), and each bootstrap replication b gives
+    T*_b = max(0, max_k sqrt(T) (dbar*_kb - mu_k) / w_k), where the consistent re-centring mu_k is dbar_k, or 0 for a
+    model far worse than the benchmark (sqrt(T) dbar_k / w_k < -sqrt(2 log log T)). p-value: the share of T*_b >= T
+    (the same as > unless T = 0: when no model is ahead on average, p = 1, no evidence against the benchmark).
+
+    arch 8.0 estimates w_k (and uses it for that threshold) but then compares max_k (dbar*_kb - mu_k) with
+    max_k dbar_k unscaled, so `studentize` changes nothing and the model with the noisiest loss differential
+    dominates the maximum: a clearly better but steady model next to a noisy one goes unnoticed. This subclass
+    keeps arch's bootstrap, variances and re-centring and divides both sides by the standard error w_k / sqrt(T).
+    Only `pvalues` is studentized (arch's `critical_values` and `better_models` are not used here).
+    """
+
+    def compute(self) -> None:
+        if self._simulated_vals is None:  # arch: bootstrap means minus the lower / consistent / upper re-centring
+            self._simulate_values()
+        keep = self._selector
+        stderr = np.sqrt(self._loss_diff_var[keep] / self.t)
+        statistic = max(float(np.max(self._loss_diff[:, keep].mean(axis=0) / stderr)), 0.0)
+        simulated = np.maximum((self._simulated_vals[keep] / stderr[:, None, None]).max(axis=0), 0.0)  # (reps, 3)
+        self._pvalues = dict(zip(("lower", "consistent", "upper"), (simulated >= statistic).mean(axis=0)))
+
+
 def spa_pvalue(benchmark: pd.Series, models: pd.DataFrame, bootstrap: Bootstrap = Bootstrap()) -> float:
-    """Hansen's (2005) SPA test of "no model has a lower expected loss than the benchmark": its consistent p-value.
+    """Hansen's (2005) studentized SPA test of "no model has a lower expected loss than the benchmark": its
+    consistent p-value (`StudentizedSPA`).
 
     A small p-value means that at least one of the models beats the benchmark, accounting for how many were tried.
-    Models identical to the benchmark cannot beat it and are left out (their loss differential has no variance).
+    A model whose loss differs from the benchmark's by the same amount every day has no variance to studentize by:
+    lower by that amount, it beats the benchmark (p = 0, as the DM test's limit); identical or higher, it cannot
+    and is left out.
     """
-    distinct = [c for c in models.columns if not models[c].equals(benchmark)]
-    if not distinct:
+    differential = models.rsub(benchmark, axis=0)  # benchmark - model: > 0 on days the model is better
+    constant = differential.max() == differential.min()
+    if (constant & (differential.max() > 0)).any():
+        return 0.0
+    varying = list(differential.columns[~constant])
+    if not varying:
         return 1.0
-    spa = SPA(benchmark, models[distinct], block_size=bootstrap.block_size, reps=bootstrap.reps,
-              bootstrap=bootstrap.kind, studentize=True, seed=bootstrap.seed)
+    spa = StudentizedSPA(benchmark, models[varying], block_size=bootstrap.block_size, reps=bootstrap.reps,
+                         bootstrap=bootstrap.kind, studentize=True, seed=bootstrap.seed)
     spa.compute()
     return float(spa.pvalues["consistent"])

@@ -51,14 +51,14 @@ def run_folders(sweep: Path) -> list[Path]:
 
 def read_run(run: Path, sweep: Path, by: list[str]) -> dict:
     """One run's group keys, seed, status and metrics; the status says why a run does not count."""
-    row: dict = {"run": str(run.relative_to(sweep)), **dict.fromkeys(by)}
+    row: dict = {**dict.fromkeys(by), "run": str(run.relative_to(sweep))}  # --by run: one row per run folder
     config_file, metrics_file = run / ".hydra" / "config.yaml", run / "metrics.json"
     if not config_file.is_file():
         return {**row, "status": "failed: no .hydra/config.yaml (not a train.py run folder)"}
     config = OmegaConf.load(config_file)
     hydra_file = run / ".hydra" / "hydra.yaml"
     choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else {}
-    row.update({key: config_value(config, choices or {}, key) for key in by}, seed=config.get("seed"))
+    row.update({key: config_value(config, choices or {}, key) for key in by if key != "run"}, seed=config.get("seed"))
     if not metrics_file.is_file():
         return {**row, "status": "failed: no metrics.json (the job crashed or never started)"}
     metrics = json.loads(metrics_file.read_text())

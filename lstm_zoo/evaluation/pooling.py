@@ -11,7 +11,8 @@ squared), and within one ticker and fold it is the squared error times a constan
 Diebold-Mariano tests there are unchanged. Normalising per fold as well keeps a stock whose price grew tenfold over
 the years (AAPL) from being weighed by its last years alone. The loss of a day is the mean over the tickers
 forecast that day: that daily series is what the pooled Diebold-Mariano test, the MCS and the SPA test see, so
-same-day losses of different tickers (one market) stay together in the block bootstrap.
+same-day losses of different tickers (one market) stay together in the block bootstrap. The pooled DM test uses a
+Newey-West long-run variance (`pooled_dm`): a single split's stays R's dm.test.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 
 from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns
-from lstm_zoo.evaluation.metrics import diebold_mariano, directional_accuracy, forecast_metrics
+from lstm_zoo.evaluation.metrics import diebold_mariano, diebold_mariano_hac, directional_accuracy, forecast_metrics
 
 
 def squared_errors(frame: pd.DataFrame, forecast: str = "predicted") -> np.ndarray:
@@ -54,19 +55,37 @@ def daily_losses(frame: pd.DataFrame) -> pd.DataFrame:
     return losses.groupby(pd.to_datetime(losses["date"]))[["loss", "persistence_loss"]].mean()
 
 
+def pooled_dm(loss: np.ndarray, persistence_loss: np.ndarray, horizon: int, single_split: bool) -> tuple[float, float]:
+    """Diebold-Mariano test of a per-day loss series against persistence's on the same days.
+
+    A single split (one ticker, one fold) gets R's forecast::dm.test (`diebold_mariano`), as a run's own
+    test/dm_* do; a series pooled over tickers or folds gets the Newey-West version (`diebold_mariano_hac`), since
+    its daily loss differential is serially correlated beyond lag h - 1.
+    """
+    loss, persistence_loss = np.asarray(loss, dtype=float), np.asarray(persistence_loss, dtype=float)
+    if not single_split:
+        return diebold_mariano_hac(loss, persistence_loss, horizon)
+    # diebold_mariano takes errors and squares them: the square roots of the daily losses
+    return diebold_mariano(torch.tensor(np.sqrt(loss))[:, None], torch.tensor(np.sqrt(persistence_loss))[:, None],
+                           horizon)
+
+
+def is_single_split(frame: pd.DataFrame) -> bool:
+    """Forecasts of one ticker in one fold (test period)."""
+    return frame["ticker"].nunique() == 1 and ("fold" not in frame or frame["fold"].nunique() == 1)
+
+
 def pooled_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """Scale-free metrics of a predictions frame pooled over its tickers (and folds), against persistence.
 
     rel_mse: the mean daily relative loss over persistence's (< 1: better than persistence); skill = 1 -
     sqrt(rel_mse), which for a single ticker and fold is the usual 1 - RMSE / persistence RMSE; MAPE and
-    directional accuracy over every forecast; Diebold-Mariano on the daily loss series.
+    directional accuracy over every forecast; Diebold-Mariano on the daily loss series (`pooled_dm`).
     """
     daily = daily_losses(frame)
     rel_mse = float(daily["loss"].mean() / daily["persistence_loss"].mean())
     horizon = len(step_columns(frame, "actual"))
-    # diebold_mariano takes errors and squares them: the square roots of the daily losses
-    statistic, pvalue = diebold_mariano(torch.tensor(np.sqrt(daily[["loss"]].to_numpy())),
-                                        torch.tensor(np.sqrt(daily[["persistence_loss"]].to_numpy())), horizon)
+    statistic, pvalue = pooled_dm(daily["loss"], daily["persistence_loss"], horizon, is_single_split(frame))
     actual = torch.tensor(frame[step_columns(frame, "actual")].to_numpy(dtype=float))
     pred = torch.tensor(frame[step_columns(frame, "predicted")].to_numpy(dtype=float))
     last = torch.tensor(frame["persistence"].to_numpy(dtype=float))
