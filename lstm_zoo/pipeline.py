@@ -36,7 +36,7 @@ from lstm_zoo.export import check_format, export_forecaster
 from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files
 from lstm_zoo.models import Forecaster
-from lstm_zoo.records import RunRecord, read_record, write_json
+from lstm_zoo.records import RunRecord, code_version, read_record, write_json
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except BaseException as err:
         if rank_zero and read_record(out) is None:  # never write over the record of the run the folder holds
             cause = user_error(err) or err
-            write_json(out / "metrics.json", {"status": "failed", "error": f"{type(cause).__name__}: {cause}"})
+            write_json(out / "metrics.json", {"status": "failed", "error": f"{type(cause).__name__}: {cause}",
+                                              "code": code_version()})
         raise
     if plan.completed is not None:
         return recorded_results(plan, out, rank_zero)
