@@ -12,6 +12,7 @@ import lightning as L
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -228,6 +229,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return recorded_results(plan, out, rank_zero)
     if rank_zero:
         record_hydra_files(out, cfg)
+        if HydraConfig.initialized() and HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep prints its folder
+            log.info("Run folder %s; if this run is stopped or killed, this command resumes it: %s", out,
+                     resume_command(out))
     record = RunRecord(out, plan.config_id, plan.ckpt_path, write=rank_zero)
     metrics: dict = {"status": "running"}
     try:
