@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import threading
@@ -224,6 +225,15 @@ class RunRecord:
             self.process["finished"] = now()
             if self.write:
                 self._write({**metrics, **({"error": error} if error else {})})
+
+
+def remove_empty_run_folder(folder: Path) -> bool:
+    """Remove a run folder that holds nothing but what Hydra writes at every start (`.hydra/`, the `*.log`): the
+    folder of a command that failed before it wrote anything, whose one-line error the terminal already shows."""
+    if not folder.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in folder.iterdir()):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
 
 
 def record_failure(folder: Path, error: str) -> None:
