@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -31,6 +32,7 @@ from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 
 import lstm_zoo
 
+log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 4 * HEARTBEAT_SECONDS  # a record from another host with no heartbeat for this long is dead
 
@@ -113,6 +115,22 @@ def code_version() -> dict:
     return {"id": f"{source}, torch {torch.__version__}, lightning {lightning.__version__}",
             "lstm_zoo": lstm_zoo.__version__, "git_commit": commit, "git_dirty": dirty, "git_diff": diff_hash,
             "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__}
+
+
+def run_code(resumed_from: str | None) -> dict:
+    """This process's `code_version`, for a run resuming `resumed_from`: when that checkpoint's run started with other
+    code, its `id` says so (`started_with`), so the leaderboard takes the run for neither code alone."""
+    code = code_version()
+    if resumed_from is None:
+        return code
+    folder = Path(resumed_from).parent
+    earlier = (read_record(folder.parent if folder.name == "checkpoints" else folder) or {}).get("code") or {}
+    started = earlier.get("started_with") or earlier.get("id")
+    if started is None or started == code["id"]:
+        return code
+    log.warning("resuming a run that started with other code (%s; now %s): its results mix both.", started,
+                code["id"])
+    return {**code, "started_with": started, "id": f"{code['id']}, resuming a run started with {started}"}
 
 
 def now() -> str:
@@ -201,6 +219,7 @@ class RunRecord:
     def __init__(self, out: Path, config_id: str, resumed_from: str | None, write: bool = True) -> None:
         self.path, self.write, self.config_id = out / "metrics.json", write, config_id
         self.process = {**this_process(), "resumed_from": resumed_from, "started": now(), "heartbeat": now()}
+        self.code = run_code(resumed_from) if write else code_version()
         self._lock, self._stop = threading.Lock(), threading.Event()
         if write:
             self._write({"status": "running"})
@@ -208,8 +227,7 @@ class RunRecord:
 
     def _write(self, metrics: dict) -> None:
         self.process["heartbeat"] = now()
-        write_json(self.path, {**metrics, "config_id": self.config_id, "code": code_version(),
-                               "process": self.process})
+        write_json(self.path, {**metrics, "config_id": self.config_id, "code": self.code, "process": self.process})
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):

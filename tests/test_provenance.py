@@ -55,6 +55,19 @@ def test_without_git_the_code_is_the_package_version(monkeypatch: pytest.MonkeyP
     assert code["id"] == f"lstm_zoo 0.1.0, torch {torch.__version__}, lightning {lightning.__version__}"
 
 
+def test_a_run_resumed_with_other_code_says_so(tmp_path: Path) -> None:
+    now = records.code_version()["id"]
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    assert records.run_code(None)["id"] == now and records.run_code(last)["id"] == now  # no record: nothing to say
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "interrupted", "code": {"id": now}}))
+    assert records.run_code(last)["id"] == now  # the same code
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "interrupted", "code": {"id": "git aaaa"}}))
+    code = records.run_code(last)
+    assert code["id"] == f"{now}, resuming a run started with git aaaa" and code["started_with"] == "git aaaa"
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "interrupted", "code": code}))
+    assert records.run_code(last) == code  # resumed once more with this code: still started with the other one
+
+
 @pytest.fixture
 def completed_run(fast_cfg, tmp_path: Path) -> Path:
     cfg = fast_cfg()
