@@ -94,7 +94,7 @@ def checkout(root: Path) -> tuple[str | None, bool | None, str | None]:
     top = git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top.strip()).resolve() != root.resolve():  # e.g. a venv inside some other checkout
         return None, None, None
-    commit, diff = git(root, "rev-parse", "HEAD"), git(root, "diff", "HEAD", "--binary")
+    commit, diff = git(root, "rev-parse", "HEAD"), git(root, "diff", "--no-color", "--no-ext-diff", "--binary", "HEAD")
     if commit is None or diff is None:
         return None, None, None
     return commit.strip(), bool(diff), hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None
