@@ -3,6 +3,7 @@
 import logging
 import math
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from lstm_zoo.checks import user_error
 from lstm_zoo.pipeline import run
+from lstm_zoo.records import remove_empty_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s: %s", type(cause).__name__, cause)  # bad data/config/divergence: one line, no traceback
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise cause.with_traceback(None) from None  # the sweep runs its other jobs, then exits 1
+        remove_empty_run_folder(Path(HydraConfig.get().runtime.output_dir))  # a run normally leaves its record
         sys.exit(1)
     if cfg.data.val_fraction == 0:
         return None

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_zoo.data import DataError
+from lstm_zoo.records import remove_empty_run_folder
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,8 @@ def exit_on_user_error(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         logging.getLogger(task.__module__).error("%s: %s", type(cause).__name__, cause)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise cause.with_traceback(None) from None
+        if HydraConfig.initialized():  # no empty folder per mistyped command
+            remove_empty_run_folder(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(1)
 
 

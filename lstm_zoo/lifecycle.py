@@ -11,10 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shlex
 import shutil
+import sys
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_zoo.checks import CheckpointError, ConfigError, load_checkpoint, newest_complete_checkpoint
@@ -148,7 +154,8 @@ def plan_from_ckpt_path(plan: Plan, cfg: DictConfig, ckpt_path: str | None) -> P
         return plan
     given = Path(str(ckpt_path)).expanduser()
     if given.is_file():
-        plan.ckpt_path, plan.checkpoint = str(given), load_checkpoint(given)
+        path, plan.checkpoint = load_checkpoint_or_older(given)
+        plan.ckpt_path = str(path)
         return plan
     if not given.is_dir():
         raise CheckpointError(f"ckpt_path: no checkpoint at {given}. Fix: pass a .ckpt file or a run folder "
@@ -177,6 +184,38 @@ def plan_from_ckpt_path(plan: Plan, cfg: DictConfig, ckpt_path: str | None) -> P
                               "holding checkpoints/, e.g. ckpt_path=outputs/runs/<run>.")
     plan.ckpt_path, plan.checkpoint = str(found[0]), found[1]
     return plan
+
+
+def load_checkpoint_or_older(path: Path) -> tuple[Path, dict]:
+    """`path` and its contents; for a torn `last.ckpt` (not a zip archive: cut short by a copy, a full disk), the
+    newest complete checkpoint beside it, said in one line: last.ckpt means the newest, and the newest intact one is.
+    Any other damaged or unsafe file is an error."""
+    try:
+        return path, load_checkpoint(path)
+    except CheckpointError:
+        if path.name != "last.ckpt" or zipfile.is_zipfile(path):
+            raise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # newest_complete_checkpoint would warn about this very file again
+            found = newest_complete_checkpoint(path.parent, quarantine=False)
+        if found is None:
+            raise
+    older, checkpoint = found
+    log.warning("ckpt_path=%s is torn (not a complete checkpoint): resuming from the newest complete one beside it, "
+                "%s (epoch %d, step %d).", path, older.name, checkpoint.get("epoch", -1),
+                checkpoint.get("global_step", 0))
+    return older, checkpoint
+
+
+def resume_command(out: Path) -> str:
+    """The command that resumes the run in `out`: this process's command line with its folder pinned, which makes
+    the next run start in that folder (`plan_run`) instead of a new timestamped one. For a sweep, the sweep folder."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    folder = f"hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()}" if multirun else f"hydra.run.dir={out}"
+    if multirun and not {"-m", "--multirun"} & set(sys.argv):  # a launcher's worker process: not the user's command
+        return f"the sweep's command with {shlex.quote(folder)}"
+    args = [a for a in sys.argv[1:] if not a.lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    return shlex.join(["python", sys.argv[0], *args, folder])
 
 
 def discard_checkpoints(folder: Path) -> None:

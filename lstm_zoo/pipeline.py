@@ -12,6 +12,7 @@ import lightning as L
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -34,9 +35,9 @@ from lstm_zoo.evaluation.metrics import format_pvalue
 from lstm_zoo.evaluation.pooling import ticker_metrics
 from lstm_zoo.export import check_format, export_forecaster
 from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
-from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files
+from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files, resume_command
 from lstm_zoo.models import Forecaster
-from lstm_zoo.records import RunRecord, read_record, write_json
+from lstm_zoo.records import RunRecord, code_version, read_record, write_json
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +222,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except BaseException as err:
         if rank_zero and read_record(out) is None:  # never write over the record of the run the folder holds
             cause = user_error(err) or err
-            write_json(out / "metrics.json", {"status": "failed", "error": f"{type(cause).__name__}: {cause}"})
+            write_json(out / "metrics.json", {"status": "failed", "error": f"{type(cause).__name__}: {cause}",
+                                              "code": code_version()})
         raise
     if plan.completed is not None:
         return recorded_results(plan, out, rank_zero)
     if rank_zero:
         record_hydra_files(out, cfg)
+        if HydraConfig.initialized() and HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep prints its folder
+            log.info("Run folder %s; if this run is stopped or killed, this command resumes it: %s", out,
+                     resume_command(out))
     record = RunRecord(out, plan.config_id, plan.ckpt_path, write=rank_zero)
     metrics: dict = {"status": "running"}
     try:
@@ -235,12 +240,30 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return metrics
     except SIGTERMException as err:  # a SystemExit with no code: it would exit 0 and hide the interruption
         record.finish("interrupted", metrics, error="SIGTERM")
+        say_how_to_resume(out, "SIGTERM", rank_zero)
         raise SystemExit(143) from err
     except BaseException as err:
+        # Ctrl-C: Lightning's fit turns it into SystemExit(1); elsewhere (data loading, testing) it arrives as is
+        ctrl_c = isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt)
+        if ctrl_c or isinstance(err, SystemExit):
+            why = "Ctrl-C (SIGINT)" if ctrl_c else f"SystemExit({err.code})"
+            record.finish("interrupted", metrics, error=why)
+            say_how_to_resume(out, why, rank_zero)
+            if isinstance(err, KeyboardInterrupt):
+                raise SystemExit(1) from None  # as Lightning exits on Ctrl-C: status 1, no traceback
+            raise
         cause = user_error(err) or err
-        record.finish("interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed", metrics,
-                      error=f"{type(cause).__name__}: {cause}")
+        record.finish("failed", metrics, error=f"{type(cause).__name__}: {cause}")
         raise
+
+
+def say_how_to_resume(out: Path, why: str, rank_zero: bool) -> None:
+    """One line after an interruption: what was kept and the exact command that resumes the run."""
+    if not rank_zero:
+        return
+    found = sorted((out / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    kept = f"checkpoints/{found[-1].name} holds its last finished epoch" if found else "no epoch had finished"
+    log.warning("Interrupted by %s: %s. Resume it with: %s", why, kept, resume_command(out))
 
 
 def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]:

@@ -8,21 +8,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
+import platform
+import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
+import lightning
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 
+import lstm_zoo
+
+log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 4 * HEARTBEAT_SECONDS  # a record from another host with no heartbeat for this long is dead
 
@@ -64,6 +74,63 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as f:
             torch.save(checkpoint, f)
+
+
+def git(root: Path, *args: str) -> str | None:
+    """`git -C root <args>`'s output; None where git or the checkout is missing (an installed package)."""
+    try:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True, timeout=30).stdout \
+            .decode(errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def checkout(root: Path) -> tuple[str | None, bool | None, str | None]:
+    """(commit, dirty, diff hash) of the git checkout whose top folder is `root`; Nones when it is not one.
+
+    dirty: tracked files differ from the commit; diff hash: a short hash of `git diff HEAD` (None when clean), so
+    two dirty trees with the same changes get the same hash. Untracked files are not covered (`git add` them).
+    """
+    top = git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top.strip()).resolve() != root.resolve():  # e.g. a venv inside some other checkout
+        return None, None, None
+    commit, diff = git(root, "rev-parse", "HEAD"), git(root, "diff", "--no-color", "--no-ext-diff", "--binary", "HEAD")
+    if commit is None or diff is None:
+        return None, None, None
+    return commit.strip(), bool(diff), hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None
+
+
+@cache
+def code_version() -> dict:
+    """The code a run ran: lstm_zoo's version and git checkout (`checkout`), and the python, torch and lightning
+    versions. Computed once per process: the code it runs was imported when it started.
+
+    `id` is what the leaderboard compares ("the same code"): the commit and the diff hash (the package version
+    outside a git checkout), torch's and lightning's versions.
+    """
+    commit, dirty, diff_hash = checkout(Path(lstm_zoo.__file__).resolve().parents[1])
+    source = f"lstm_zoo {lstm_zoo.__version__}"
+    if commit:
+        source = f"git {commit[:12]}" + (f"+diff {diff_hash}" if dirty else "")
+    return {"id": f"{source}, torch {torch.__version__}, lightning {lightning.__version__}",
+            "lstm_zoo": lstm_zoo.__version__, "git_commit": commit, "git_dirty": dirty, "git_diff": diff_hash,
+            "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__}
+
+
+def run_code(resumed_from: str | None) -> dict:
+    """This process's `code_version`, for a run resuming `resumed_from`: when that checkpoint's run started with other
+    code, its `id` says so (`started_with`), so the leaderboard takes the run for neither code alone."""
+    code = code_version()
+    if resumed_from is None:
+        return code
+    folder = Path(resumed_from).parent
+    earlier = (read_record(folder.parent if folder.name == "checkpoints" else folder) or {}).get("code") or {}
+    started = earlier.get("started_with") or earlier.get("id")
+    if started is None or started == code["id"]:
+        return code
+    log.warning("resuming a run that started with other code (%s; now %s): its results mix both.", started,
+                code["id"])
+    return {**code, "started_with": started, "id": f"{code['id']}, resuming a run started with {started}"}
 
 
 def now() -> str:
@@ -152,6 +219,7 @@ class RunRecord:
     def __init__(self, out: Path, config_id: str, resumed_from: str | None, write: bool = True) -> None:
         self.path, self.write, self.config_id = out / "metrics.json", write, config_id
         self.process = {**this_process(), "resumed_from": resumed_from, "started": now(), "heartbeat": now()}
+        self.code = run_code(resumed_from) if write else code_version()
         self._lock, self._stop = threading.Lock(), threading.Event()
         if write:
             self._write({"status": "running"})
@@ -159,7 +227,7 @@ class RunRecord:
 
     def _write(self, metrics: dict) -> None:
         self.process["heartbeat"] = now()
-        write_json(self.path, {**metrics, "config_id": self.config_id, "process": self.process})
+        write_json(self.path, {**metrics, "config_id": self.config_id, "code": self.code, "process": self.process})
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -175,6 +243,15 @@ class RunRecord:
             self.process["finished"] = now()
             if self.write:
                 self._write({**metrics, **({"error": error} if error else {})})
+
+
+def remove_empty_run_folder(folder: Path) -> bool:
+    """Remove a run folder that holds nothing but what Hydra writes at every start (`.hydra/`, the `*.log`): the
+    folder of a command that failed before it wrote anything, whose one-line error the terminal already shows."""
+    if not folder.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in folder.iterdir()):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
 
 
 def record_failure(folder: Path, error: str) -> None:

@@ -77,3 +77,31 @@ def test_a_path_copied_from_a_real_sweep_works_in_eval_predict_export_and_resume
     cli("train.py", f"ckpt_path={run}", *same, "seed=2", "hydra.run.dir=again", cwd=tmp_path)  # the run folder
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["status"] == "completed" and again["test/rmse"] == trained["test/rmse"]  # its recorded results
+
+
+def test_only_a_folder_holding_nothing_but_hydras_files_is_removed(tmp_path):
+    from lstm_zoo.records import remove_empty_run_folder
+
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
+    for folder in (empty, kept):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("seed: 1\n")
+        (folder / "predict.log").write_text("[ERROR] - CheckpointError: ...\n")
+    (kept / "metrics.json").write_text('{"status": "failed", "error": "ConfigError: ..."}')
+    assert remove_empty_run_folder(empty) and not empty.exists()
+    assert not remove_empty_run_folder(kept) and (kept / "metrics.json").exists()  # a record saying why stays
+    assert not remove_empty_run_folder(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_a_command_that_fails_before_writing_anything_leaves_no_folder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for script, args in (("predict.py", [f"ckpt_path={tmp_path / 'nope'}"]), ("export.py", ["format=tflite"])):
+        result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "Error: " in result.stdout + result.stderr, result.stderr[-3000:]
+        assert not list((tmp_path / "outputs").rglob("*.log")), script  # its timestamped folder is gone
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "model.dropout=2"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()  # a training run keeps its folder, with the record of why
+    assert result.returncode == 1 and json.loads((run / "metrics.json").read_text())["status"] == "failed"

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
 from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
-from lstm_zoo.evaluation.leaderboard import compare, group_label, markdown, read_sweep  # noqa: E402
+from lstm_zoo.evaluation.leaderboard import code_versions, compare, group_label, markdown, read_sweep  # noqa: E402
 from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
 from lstm_zoo.evaluation.pooling import (  # noqa: E402
     is_single_split,
@@ -247,10 +247,10 @@ def plot_skill_per_fold(per_fold: pd.DataFrame, path: Path) -> None:
 
 
 def compare_backtest(sweep: Path, by: list[str], bootstrap: Bootstrap | None = None,
-                     sizes: tuple[float, ...] = (0.10, 0.25)) -> dict:
+                     sizes: tuple[float, ...] = (0.10, 0.25), allow_mixed_code: bool = False) -> dict:
     """Build, print and write the walk-forward leaderboard of `sweep`; returns the numeric tables."""
     bootstrap = bootstrap or Bootstrap()
-    runs = read_sweep(sweep, sweep_keys(by))
+    runs = read_sweep(sweep, sweep_keys(by), allow_mixed_code)
     forecasts = read_forecasts(runs, by)
     if not forecasts:
         raise SystemExit(f"{sweep}: no completed run with predictions.csv. Fix: pass a sweep of finished runs.")
@@ -268,6 +268,8 @@ def compare_backtest(sweep: Path, by: list[str], bootstrap: Bootstrap | None = N
     dropped = {c: n for c, n in tables["dropped_days"].items() if n}
     notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed, {len(failed)} failed or "
              "incomplete."]
+    if code_versions(runs):
+        notes.append(f"Runs of different code pooled (--allow-mixed-code): {code_versions(runs)}.")
     if dropped:
         notes.append(f"Ticker-days forecast by only some configurations, left out of the MCS, SPA and DM: {dropped}.")
     if len(failed):
@@ -299,17 +301,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap-seed", type=int, default=Bootstrap.seed, help="seed of the bootstrap (default 0)")
     parser.add_argument("--mcs-sizes", type=float, nargs="+", default=[0.10, 0.25],
                         help="MCS levels (default 0.10 0.25: the 90%% and 75%% confidence sets)")
+    parser.add_argument("--allow-mixed-code", action="store_true",
+                        help="pool runs that ran different code (another commit, other uncommitted changes, another "
+                             "torch or lightning); refused by default")
     args = parser.parse_args(argv)
     if not args.sweep.is_dir():
         parser.error(f"{args.sweep}: no such folder. Fix: pass a sweep folder under outputs/multirun/")
     if args.block_size < 1 or args.reps < 1 or not all(0 < s < 1 for s in args.mcs_sizes):
         parser.error("--block-size and --reps must be >= 1 and every --mcs-sizes value in (0, 1)")
     if args.by is None:
-        args.by = ["run"] if single_runs(args.sweep, read_sweep(args.sweep, ["model"])) else ["model"]
+        args.by = ["run"] if single_runs(args.sweep, read_sweep(args.sweep, ["model"], True)) else ["model"]
     if "run" in args.by:  # each run on its own: its metrics as published, nothing pooled
-        compare(args.sweep, args.by)
-    elif is_backtest(read_sweep(args.sweep, sweep_keys(args.by))):
+        compare(args.sweep, args.by, args.allow_mixed_code)
+    elif is_backtest(read_sweep(args.sweep, sweep_keys(args.by), args.allow_mixed_code)):
         compare_backtest(args.sweep, args.by, Bootstrap(args.block_size, args.reps, args.bootstrap_seed),
-                         tuple(args.mcs_sizes))
+                         tuple(args.mcs_sizes), args.allow_mixed_code)
     else:
-        compare(args.sweep, args.by)
+        compare(args.sweep, args.by, args.allow_mixed_code)

@@ -68,20 +68,40 @@ def read_run(run: Path, sweep: Path, by: list[str]) -> dict:
     elif status != "completed":
         status = f"{status}: {why or 'no error recorded'}"
     metrics.pop("process", None)  # who ran it (pid, host, heartbeat): not a column
+    metrics["code"] = (metrics.get("code") or {}).get("id")  # see lstm_zoo.records.code_version
     predictions = run / "predictions.csv"
     # metrics first: a group key such as `model` (the config choice) wins over metrics' `model` (the class name)
     return {**metrics, **row, "status": status, "predictions": str(predictions) if predictions.is_file() else None}
 
 
-def read_sweep(sweep: Path, by: list[str]) -> pd.DataFrame:
-    """One row per run folder of `sweep`."""
+def read_sweep(sweep: Path, by: list[str], allow_mixed_code: bool = False) -> pd.DataFrame:
+    """One row per run folder of `sweep`; refuses completed runs of different code unless `allow_mixed_code`."""
     runs = pd.DataFrame([read_run(run, sweep, by) for run in run_folders(sweep)])
     if runs.empty:
         raise SystemExit(f"{sweep}: no run folders found. Fix: pass a sweep folder, e.g. outputs/multirun/<date>")
     for column in ["num_parameters", "train_seconds", "epochs", "test/persistence_rmse", *METRICS.values()]:
         runs[column] = pd.to_numeric(runs.get(column), errors="coerce")
     runs["completed"] = runs["status"] == "completed"
+    versions = code_versions(runs)
+    if len(versions) > 1 and not allow_mixed_code:
+        raise SystemExit(f"{sweep}: its completed runs ran different code, so their results cannot be pooled: "
+                         f"{versions}. Fix: re-run them with one version of the code, or --allow-mixed-code to pool "
+                         "them anyway.")
     return runs
+
+
+def code_versions(runs: pd.DataFrame) -> str:
+    """The code versions of the completed runs, each with its runs ('' for one version): lstm_zoo's commit and a hash
+    of the checkout's uncommitted differences (or its version outside git), torch and lightning."""
+    done = runs[runs["completed"]]
+    codes = done.get("code", pd.Series(None, index=done.index, dtype=object)).fillna("not recorded")
+    if codes.nunique() < 2:
+        return ""
+
+    def runs_of(names: pd.Series) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    return "; ".join(f"{code} ({runs_of(done['run'][codes == code])})" for code in sorted(codes.unique()))
 
 
 def leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -232,9 +252,9 @@ def formatted_intervals(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
-def compare(sweep: Path, by: list[str]) -> pd.DataFrame:
+def compare(sweep: Path, by: list[str], allow_mixed_code: bool = False) -> pd.DataFrame:
     """Build, print and write the leaderboard of `sweep`; returns the numeric table."""
-    runs = read_sweep(sweep, by)
+    runs = read_sweep(sweep, by, allow_mixed_code)
     table = leaderboard(runs, by)
     shown = formatted(table)
     failed = runs.loc[~runs["completed"], ["run", "status"]]
@@ -242,6 +262,8 @@ def compare(sweep: Path, by: list[str]) -> pd.DataFrame:
     others = ", ".join(f"{n} {s}" for s, n in counts.items())
     notes = [f"{len(runs)} runs in {sweep}: {int(runs['completed'].sum())} completed{', ' + others if others else ''}. "
              "Test metrics are in price units; skill = 1 - RMSE / persistence RMSE."]
+    if code_versions(runs):
+        notes.append(f"Runs of different code pooled (--allow-mixed-code): {code_versions(runs)}.")
     if len(failed):
         notes += ["", "Runs that do not count (failed, interrupted, running or incomplete):"]
         notes += [f"- {r.run}: {r.status}" for r in failed.itertuples()]

@@ -142,3 +142,10 @@ class FailAt(KillAt):
 
     def stop(self, instant: str) -> None:
         raise RuntimeError(f"injected failure at {instant}")
+
+
+class InterruptAt(KillAt):
+    """KillAt's instants, but Ctrl-C (SIGINT) instead of SIGKILL: the run's handlers run."""
+
+    def stop(self, instant: str) -> None:
+        os.kill(os.getpid(), signal.SIGINT)

@@ -6,12 +6,13 @@ same command resumes the run in its folder.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import write_prices_csv
-from reliability_helpers import TINY, read_metrics, train_cli
+from reliability_helpers import ROOT, TINY, read_metrics, train_cli
 
 from lstm_zoo.records import effective_status
 
@@ -105,6 +106,35 @@ def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Pat
         if key.startswith(("test/", "val/")):
             assert metrics[key] == value, key  # bit-identical to the run never interrupted
     assert (run_dir / "predictions.csv").read_text() == (workdir / "full" / "predictions.csv").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_the_command_that_resumes_the_run(workdir: Path, uninterrupted: dict) -> None:
+    """A plain command (a new timestamped folder): Ctrl-C records `interrupted` and prints the exact command that
+    resumes the run in its folder; that command finishes it with the uninterrupted run's results."""
+    marks, cwd = workdir / "ctrl_c_marks", workdir / "ctrl_c"
+    cwd.mkdir()
+    command = [*args(workdir, "unused")[:-1], "+callbacks.stop._target_=reliability_helpers.InterruptAt",
+               f"+callbacks.stop.marks={marks}", "+callbacks.stop.instants=[batch:2:0]"]  # without hydra.run.dir
+    stopped = train_cli(command, cwd)
+    assert stopped.returncode == 1, stopped.stdout[-3000:]
+    (run_dir,) = (cwd / "outputs" / "runs").iterdir()
+    record = read_metrics(run_dir)
+    assert record["status"] == "interrupted" and record["error"] == "Ctrl-C (SIGINT)"
+    line = next(line for line in stopped.stdout.splitlines() if "Resume it with: " in line)
+    assert "Interrupted by Ctrl-C (SIGINT): checkpoints/last.ckpt holds its last finished epoch." in line
+    python, script, *again = shlex.split(line.split("Resume it with: ")[1])
+    assert (python, Path(script)) == ("python", ROOT / "train.py") and again == [*command, f"hydra.run.dir={run_dir}"]
+
+    resumed = train_cli(again, cwd)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "resuming this configuration's interrupted run (Ctrl-C (SIGINT)) from last.ckpt (epoch 1" in resumed.stdout
+    assert [p.name for p in (cwd / "outputs" / "runs").iterdir()] == [run_dir.name]  # no new folder
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["epochs"] == EPOCHS
+    for key, value in uninterrupted.items():
+        if key.startswith(("test/", "val/")):
+            assert metrics[key] == value, key
 
 
 def test_resuming_into_a_new_folder_keeps_the_old_best(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from reliability_helpers import TINY, FailAt, read_metrics
 
 from lstm_zoo import records
-from lstm_zoo.checks import ConfigError, newest_complete_checkpoint
+from lstm_zoo.checks import CheckpointError, ConfigError, newest_complete_checkpoint
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.lifecycle import config_id
 from lstm_zoo.pipeline import run
@@ -141,6 +141,29 @@ def test_ckpt_path_to_a_failed_run_resumes_it_to_identical_results(make_cfg, com
     assert metrics["status"] == "completed" and metrics["epochs"] == 2
     assert results(metrics) == results(read_metrics(completed))  # bit-identical to the uninterrupted run
     assert (resumed / "predictions.csv").read_text() == (completed / "predictions.csv").read_text()
+
+
+def test_a_torn_last_ckpt_as_ckpt_path_resumes_from_the_newest_complete_one(make_cfg, completed: Path, tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "run"
+    fault = [f"+callbacks.fault._target_={FailAt.__module__}.FailAt", f"+callbacks.fault.marks={tmp_path / 'marks'}",
+             "+callbacks.fault.instants=[batch:1:2]"]
+    with pytest.raises(RuntimeError, match="injected failure at batch:1:2"):
+        run(make_cfg(folder, *fault))
+    last = folder / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # torn by a copy that did not finish
+    (older,) = (folder / "checkpoints").glob("epoch00*.ckpt")
+    resumed = tmp_path / "resumed"
+    with caplog.at_level(logging.WARNING, logger="lstm_zoo.lifecycle"):
+        metrics = run(make_cfg(resumed, *fault, f"ckpt_path={last}"))
+    assert f"ckpt_path={last} is torn (not a complete checkpoint): resuming from the newest complete one beside it, " \
+           f"{older.name} (epoch 0, step 4)." in caplog.text
+    assert read_metrics(resumed)["process"]["resumed_from"] == str(older)
+    assert metrics["status"] == "completed" and results(metrics) == results(read_metrics(completed))
+    named = older.with_name("epoch01-torn.ckpt")
+    named.write_bytes(last.read_bytes())
+    with pytest.raises(CheckpointError, match="not a checkpoint"):  # a file named by its epoch is not "the newest"
+        run(make_cfg(tmp_path / "other", *fault, f"ckpt_path={named}"))
 
 
 def test_a_live_run_keeps_its_folder(make_cfg, tmp_path: Path) -> None:
