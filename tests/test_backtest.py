@@ -313,3 +313,37 @@ def test_a_single_series_is_named_by_its_ticker_column_or_its_file(tmp_path: Pat
         dm = StockDataModule(path=str(csv), window=10)
         dm.setup()
         assert dm.tickers == [name] and (dm.datasets["test"].ticker == 0).all()
+
+
+def with_untickered_rows(path: Path) -> Path:
+    """The all_stocks files' end: rows whose Name is empty (two with prices, one `-1,,,,,,`)."""
+    with path.open("a") as f:
+        f.write("2022-12-30,1,2,0.5,1,100,\n2023-01-03,1,2,0.5,1,100,\n-1,,,,,,\n")
+    return path
+
+
+def test_rows_without_a_ticker_are_dropped_and_counted_in_the_one_warning(tmp_path: Path) -> None:
+    csv = with_untickered_rows(write_tickers_csv(tmp_path / "all_stocks.csv", {"AAA": 500.0, "BBB": 25.0}))
+    with pytest.warns(UserWarning) as record:
+        dm = setup_dm(csv)
+    assert [str(w.message) for w in record] == [f"{csv}: dropped 3 row(s) with an empty Name (no ticker)."]
+    assert dm.tickers == ["AAA", "BBB"] and dm.windows["test"]["date"].max() == pd.Timestamp("2022-12-30")
+    for name in ("AAA", "BBB"):  # each ticker's rows exactly, nothing of the untickered ones
+        with pytest.warns(UserWarning, match="dropped 3 row"):
+            alone = setup_dm(csv, tickers=[name])
+        assert torch.equal(alone.datasets["test"].actual,
+                           dm.datasets["test"].actual[dm.datasets["test"].ticker == ["AAA", "BBB"].index(name)])
+    with pytest.warns(UserWarning, match=r"dropped 3 row\(s\) with an empty Name \(no ticker\)"):
+        assert setup_dm(csv, tickers=None, ticker="BBB").tickers == ["BBB"]
+
+
+def test_a_multi_ticker_file_of_the_tutorials_family_trains_on_two_of_its_tickers(tmp_path: Path, caplog) -> None:
+    """The issue's done-when: data.tickers=[AAPL,KO] on an all_stocks-like file with its empty-Name rows."""
+    csv = with_untickered_rows(write_tickers_csv(tmp_path / "all_stocks.csv", {"AAPL": 150.0, "IBM": 140.0,
+                                                                               "KO": 45.0}, start="2019-01-01"))
+    cfg = compose_train(["data=csv", f"data.path={csv}", "data.tickers=[AAPL,KO]", *FAST], tmp_path / "run")
+    metrics = run(cfg)
+    assert metrics["status"] == "completed" and np.isfinite(metrics["test/rmse"])
+    warned = [r.getMessage() for r in caplog.records if r.name == "py.warnings"]  # a run logs its warnings
+    assert len(warned) == 1 and f"{csv}: dropped 3 row(s) with an empty Name (no ticker)." in warned[0]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["tickers"] == ["AAPL", "KO"]
