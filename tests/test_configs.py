@@ -106,3 +106,15 @@ def test_a_csv_path_on_the_embedded_data_is_an_error_naming_data_csv(prices_csv,
         check_as_train_py([f"data={data}", f"data.path={prices_csv}"])
     check_as_train_py([f"data={data}"])
     check_as_train_py(["data=csv", f"data.path={prices_csv}"])  # the right way
+
+
+def test_model_lstm_is_the_tutorials_stacked_lstm(tmp_path):
+    lstm, stacked = (compose_train([f"model={name}"], tmp_path).model for name in ("lstm", "stacked"))
+    assert lstm == stacked and (stacked.cell, stacked.num_layers, stacked.hidden_size) == ("lstm", 4, 50)
+    torch.manual_seed(0)
+    a = instantiate(lstm, n_features=1, horizon=1, window=60, _convert_="all")
+    torch.manual_seed(0)
+    b = instantiate(stacked, n_features=1, horizon=1, window=60, _convert_="all")
+    assert type(a) is type(b) and a.num_parameters == 71_051
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert compose_train(["model=lstm", "model.hidden_size=8"], tmp_path).model.hidden_size == 8  # overrides apply
