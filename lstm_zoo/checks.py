@@ -95,6 +95,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.test_start={dates['data.test_start'].date()} must be after data.train_end="
                           f"{dates['data.train_end'].date()}: the test period follows the training period.")
     check_validation_use(cfg)
+    check_data_path(cfg)
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
@@ -128,6 +129,22 @@ def check_validation_use(cfg: DictConfig) -> None:
         raise ConfigError(f"data.val_fraction=0 leaves no validation set, but {', '.join(watchers)} need(s) val/loss. "
                           f"Fix: test_checkpoint=last {drop} scheduler=null (as experiment=tutorial does), or a "
                           "data.val_fraction > 0.".replace("  ", " "))
+
+
+def check_data_path(cfg: DictConfig) -> None:
+    """data=csv (experiment=tutorial too) needs `data.path`; the embedded data configs refuse one, because their split
+    dates are the embedded series' (a file read with them would train to 2011 and test 2012 whatever it holds)."""
+    data = cfg.get("data")
+    if data is None:
+        return
+    if OmegaConf.is_missing(data, "path"):  # ??? in conf/data/csv.yaml
+        raise ConfigError("data.path is not set: data=csv and experiment=tutorial read a CSV file. Fix: data.path="
+                          "/path/to/file.csv, e.g. the tutorial's IBM_2006-01-01_to_2018-01-01.csv")
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    if data.get("path") is not None and choice in ("ibm", "stocks"):
+        raise ConfigError(f"data.path={data.path} is set, but data={choice} is the embedded bokeh_sampledata series, "
+                          f"with its split (train to {data.train_end}, test from {data.test_start}). Fix: data=csv "
+                          f"data.path={data.path}")
 
 
 def checkpoint_file(path: str | None) -> str | None:

@@ -103,7 +103,7 @@ def experiment_hparams(cfg: DictConfig, model: Forecaster) -> dict:
               "seed": cfg.seed, "trainer/max_epochs": cfg.trainer.get("max_epochs"),
               "trainer/precision": cfg.trainer.get("precision"), "model/class": type(model).__name__,
               "model/num_parameters": model.num_parameters}
-    skip = {"_target_", "_partial_", "date_column", "sep"}
+    skip = {"_target_", "_partial_", "date_column", "date_format", "sep"}
 
     def leaves(node: dict, prefix: str) -> None:
         for key, value in node.items():

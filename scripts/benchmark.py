@@ -433,7 +433,8 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    models = args.models or sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+    models = args.models or sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")
+                                   if "_target_" in p.read_text())  # not model=lstm, an alias of stacked
     common = ["--device", args.device, "--epochs", str(epochs), "--precision", args.precision]
     results: dict = {"machine": machine(args.device), "epochs": epochs, "models": []}
     for model in models:

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lstm_zoo.checks import user_error
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.data.sources import adjust_prices
-from lstm_zoo.data.splits import WalkForward
+from lstm_zoo.data.splits import WalkForward, single_split
 from lstm_zoo.pipeline import run
 
 CALENDAR = pd.bdate_range("2010-01-01", "2020-06-30")
@@ -42,11 +42,14 @@ def high(path: Path, ticker: str) -> pd.Series:
 # --- folds on a calendar (pure) ------------------------------------------------------------------------------------
 
 def test_folds_are_back_to_back_test_periods_ending_at_the_last_day() -> None:
-    folds = WalkForward(n_folds=4).folds(CALENDAR)
+    folds = WalkForward(n_folds=4).folds(CALENDAR)  # the data end on 2020-06-30: the last fold is half a year
     tested = [CALENDAR[(CALENDAR >= f.test_start) & (CALENDAR <= f.test_end)] for f in folds]
     union = tested[0].append(tested[1:])
-    assert union.is_unique and union.equals(CALENDAR[CALENDAR > CALENDAR[-1] - pd.DateOffset(years=4)])
+    assert union.is_unique and union.equals(CALENDAR[CALENDAR.year >= 2017])
+    assert [days.year.unique().tolist() for days in tested] == [[2017], [2018], [2019], [2020]]
     assert folds[-1].test_end == CALENDAR[-1]
+    default = single_split(CALENDAR, None, None)  # the last fold tests what the default single split tests
+    assert tested[-1].equals(CALENDAR[CALENDAR >= default.test_start]) and folds[-1].train_end <= default.train_end
     for fold in folds:  # expanding window, no gap: training runs from the first row to the day before the test
         assert fold.train_start is None
         assert fold.train_end == CALENDAR[CALENDAR.get_loc(fold.test_start) - 1]
@@ -58,6 +61,19 @@ def test_folds_ending_on_new_years_eve_are_calendar_years() -> None:
         days = CALENDAR[CALENDAR.year == year]
         assert (fold.test_start, fold.test_end, fold.train_end) == (days[0], days[-1], CALENDAR[CALENDAR.year <
                                                                                                   year][-1])
+
+
+@pytest.mark.parametrize("gap_days", [0, 5])
+def test_yearly_folds_test_calendar_years_also_when_the_data_end_before_new_years_eve(gap_days: int) -> None:
+    """The tutorial's file ends on Friday 2017-12-29: every fold still tests Jan 1 to Dec 31, not Dec 30 to Dec 29,
+    trains up to the purge before it, and a sliding window starts on a Jan 1 too."""
+    calendar = pd.bdate_range("2006-01-03", "2017-12-29")
+    folds = WalkForward(n_folds=4, gap_days=gap_days, train_years=3).folds(calendar)
+    for fold, year in zip(folds, range(2014, 2018)):
+        days = calendar[calendar.year == year]
+        assert (fold.test_start, fold.test_end) == (days[0], days[-1])
+        assert fold.train_end == calendar[calendar < days[0]][-1 - gap_days]  # no training target in the gap
+        assert fold.train_start == calendar[calendar.year == year - 3][0]
 
 
 def test_trading_day_folds_with_a_gap_and_a_sliding_window() -> None:
@@ -267,7 +283,7 @@ def short_ticker_csv(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["data.tickers=[AAA,KO]"], r"data\.tickers: \['KO'\] not in column 'Name'"),
-    (["data.tickers=[AAA,CCC]"], r"\[CCC\], fold 0 \(test 2019-12-31 to 2020-12-30\): the training period has 0 "
+    (["data.tickers=[AAA,CCC]"], r"\[CCC\], fold 0 \(test 2020-01-01 to 2020-12-31\): the training period has 0 "
                                  r"usable rows but window \+ horizon = 11 are needed\. Fix: .*drop CCC from "
                                  r"data\.tickers"),
     (["data.window=400", "backtest.n_folds=7"], r"\[AAA\], fold 0 .*: the training period has 26[0-9] usable rows but"
@@ -313,3 +329,39 @@ def test_a_single_series_is_named_by_its_ticker_column_or_its_file(tmp_path: Pat
         dm = StockDataModule(path=str(csv), window=10)
         dm.setup()
         assert dm.tickers == [name] and (dm.datasets["test"].ticker == 0).all()
+
+
+def with_untickered_rows(path: Path) -> Path:
+    """The all_stocks files' end: rows whose Name is empty (two with prices, one `-1,,,,,,`)."""
+    with path.open("a") as f:
+        f.write("2022-12-30,1,2,0.5,1,100,\n2023-01-03,1,2,0.5,1,100,\n-1,,,,,,\n")
+    return path
+
+
+def test_rows_without_a_ticker_are_dropped_and_counted_in_the_one_warning(tmp_path: Path) -> None:
+    csv = with_untickered_rows(write_tickers_csv(tmp_path / "all_stocks.csv", {"AAA": 500.0, "BBB": 25.0}))
+    with pytest.warns(UserWarning) as record:
+        dm = setup_dm(csv)
+    assert [str(w.message) for w in record] == [f"{csv}: dropped 3 row(s) with an empty Name (no ticker)."]
+    assert dm.tickers == ["AAA", "BBB"] and dm.windows["test"]["date"].max() == pd.Timestamp("2022-12-30")
+    for name in ("AAA", "BBB"):  # each ticker's rows exactly, nothing of the untickered ones
+        with pytest.warns(UserWarning, match="dropped 3 row"):
+            alone = setup_dm(csv, tickers=[name])
+        assert torch.equal(alone.datasets["test"].actual,
+                           dm.datasets["test"].actual[dm.datasets["test"].ticker == ["AAA", "BBB"].index(name)])
+    with pytest.warns(UserWarning, match=r"dropped 3 row\(s\) with an empty Name \(no ticker\)"):
+        assert setup_dm(csv, tickers=None, ticker="BBB").tickers == ["BBB"]
+
+
+def test_a_multi_ticker_file_of_the_tutorials_family_trains_on_two_of_its_tickers(tmp_path: Path, caplog,
+                                                                                   recwarn) -> None:
+    """The issue's done-when: data.tickers=[AAPL,KO] on an all_stocks-like file with its empty-Name rows."""
+    csv = with_untickered_rows(write_tickers_csv(tmp_path / "all_stocks.csv", {"AAPL": 150.0, "IBM": 140.0,
+                                                                               "KO": 45.0}, start="2019-01-01"))
+    cfg = compose_train(["data=csv", f"data.path={csv}", "data.tickers=[AAPL,KO]", *FAST], tmp_path / "run")
+    metrics = run(cfg)
+    assert metrics["status"] == "completed" and np.isfinite(metrics["test/rmse"])
+    warned = [str(w.message) for w in recwarn] + [r.getMessage() for r in caplog.records if r.name == "py.warnings"]
+    about_the_file = [message for message in warned if str(csv) in message]  # a run may route warnings to its log
+    assert len(about_the_file) == 1 and f"{csv}: dropped 3 row(s) with an empty Name (no ticker)." in about_the_file[0]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["tickers"] == ["AAPL", "KO"]

@@ -272,7 +272,7 @@ def test_walk_forward_experiment_sweeps_models_targets_seeds_and_eight_folds() -
         cfg = compose("train", overrides=["experiment=walk_forward"], return_hydra_config=True)
     params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
     jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
-    models = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+    models = [p.stem for p in (CONF / "model").glob("*.yaml") if "_target_" in p.read_text()]  # lstm: an alias
     assert len(jobs) == len(models) * 2 * 3 * 8
     assert {f"backtest.fold={k}" for k in range(8)} | {"data.target_transform=diff", "seed=2"} <= \
         {o for job in jobs for o in job}

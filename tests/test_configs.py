@@ -8,8 +8,11 @@ import lightning as L
 import pytest
 import torch
 from conftest import CONF, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
+from lstm_zoo.checks import ConfigError, check_config
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.models import Forecaster
 
@@ -74,3 +77,44 @@ def test_callbacks_and_logger_instantiate_into_the_run_folder(tmp_path):
 def test_a_misspelled_key_fails_at_composition(tmp_path):
     with pytest.raises(Exception, match="hiden_size"):
         compose_train(["model.hiden_size=3"], tmp_path)
+
+
+def test_the_tutorial_without_a_csv_is_a_one_line_error_naming_data_path(tmp_path):
+    for overrides in (["experiment=tutorial"], ["data=csv"]):
+        with pytest.raises(ConfigError) as err:
+            check_config(compose_train(overrides, tmp_path))
+        assert str(err.value) == ("data.path is not set: data=csv and experiment=tutorial read a CSV file. Fix: "
+                                  "data.path=/path/to/file.csv, e.g. the tutorial's IBM_2006-01-01_to_2018-01-01.csv")
+
+
+def check_as_train_py(overrides: list[str]) -> None:
+    """check_config on the config of `python train.py <overrides>`, with Hydra's runtime info (the group choices)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        check_config(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("data", ["ibm", "stocks"])
+def test_a_csv_path_on_the_embedded_data_is_an_error_naming_data_csv(prices_csv, data):
+    with pytest.raises(ConfigError, match=rf"^data\.path={prices_csv} is set, but data={data} is the embedded "
+                                          rf"bokeh_sampledata series, with its split \(train to 2011-12-31, test from "
+                                          rf"2012-01-01\)\. Fix: data=csv data\.path={prices_csv}$"):
+        check_as_train_py([f"data={data}", f"data.path={prices_csv}"])
+    check_as_train_py([f"data={data}"])
+    check_as_train_py(["data=csv", f"data.path={prices_csv}"])  # the right way
+
+
+def test_model_lstm_is_the_tutorials_stacked_lstm(tmp_path):
+    lstm, stacked = (compose_train([f"model={name}"], tmp_path).model for name in ("lstm", "stacked"))
+    assert lstm == stacked and (stacked.cell, stacked.num_layers, stacked.hidden_size) == ("lstm", 4, 50)
+    torch.manual_seed(0)
+    a = instantiate(lstm, n_features=1, horizon=1, window=60, _convert_="all")
+    torch.manual_seed(0)
+    b = instantiate(stacked, n_features=1, horizon=1, window=60, _convert_="all")
+    assert type(a) is type(b) and a.num_parameters == 71_051
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert compose_train(["model=lstm", "model.hidden_size=8"], tmp_path).model.hidden_size == 8  # overrides apply

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -110,3 +112,45 @@ def test_bad_inputs_raise_errors_that_name_the_field(prices_csv, kwargs, message
 def test_a_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError, match=r"no such file: .*nope.csv"):
         datamodule(tmp_path / "nope.csv")
+
+
+# --- date formats --------------------------------------------------------------------------------------------------
+
+def rewrite_dates(iso: Path, path: Path, date_format: str) -> Path:
+    """`iso` (a write_prices_csv file) with its dates written in `date_format`."""
+    frame = pd.read_csv(iso, dtype=str)
+    frame["Date"] = pd.to_datetime(frame["Date"], format="%Y-%m-%d").dt.strftime(date_format)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_day_first_dates_are_refused_by_default_and_read_right_with_data_date_format(tmp_path, prices_csv):
+    day_first = rewrite_dates(prices_csv, tmp_path / "day_first.csv", "%d/%m/%Y")
+    with pytest.raises(DataError) as err:
+        StockDataModule(path=str(day_first)).load_frames()
+    message = str(err.value)
+    assert message.startswith(f"{day_first}: column 'Date' holds day-first dates (e.g. '13/01/2020')")
+    assert message.endswith("Fix: data.date_format='%d/%m/%Y'") and "\n" not in message
+    cfg = compose_train(["data=csv", f"data.path={day_first}", "data.date_format=%d/%m/%Y"], tmp_path / "run")
+    read = instantiate(cfg.data).load_frames()  # the override as the error writes it, once the shell drops the quotes
+    pd.testing.assert_frame_equal(read["IBM"], StockDataModule(path=str(prices_csv)).load_frames()["IBM"])
+
+
+@pytest.mark.parametrize(("date_format", "end", "message"), [
+    ("%m/%d/%Y", "2022-12-31", r"holds month-first dates \(e.g. '01/13/2020'\).*Fix: data.date_format='%m/%d/%Y'$"),
+    ("%d.%m.%y", "2022-12-31", r"holds day-first dates \(e.g. '13.01.20'\).*Fix: data.date_format='%d.%m.%y'$"),
+    ("%d/%m/%Y", "2020-01-10", r"holds dates whose day/month order is ambiguous \(e.g. '01/01/2020'\).*Fix: "
+                               r"data.date_format='%d/%m/%Y' \(day first\) or data.date_format='%m/%d/%Y'"),
+])
+def test_every_numeric_day_month_order_needs_data_date_format(tmp_path, date_format, end, message):
+    iso = write_prices_csv(tmp_path / "iso.csv", start="2020-01-01", end=end)
+    with pytest.raises(DataError, match=message):
+        StockDataModule(path=str(rewrite_dates(iso, tmp_path / "dates.csv", date_format))).load_frames()
+
+
+def test_a_date_format_that_fits_few_rows_is_an_error_not_a_warning(tmp_path, prices_csv):
+    day_first = rewrite_dates(prices_csv, tmp_path / "day_first.csv", "%d/%m/%Y")
+    days = pd.bdate_range("2020-01-01", "2022-12-31")  # prices_csv's: the days above 12 do not parse month-first
+    with pytest.raises(DataError, match=rf"{(days.day > 12).sum()} of {len(days)} value\(s\) of column 'Date' do not "
+                                        r"parse with data.date_format='%m/%d/%Y' .*Fix: data.date_format=<their"):
+        StockDataModule(path=str(day_first), date_format="%m/%d/%Y").load_frames()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,7 @@ from lstm_zoo.data.sources import (
     select_ticker,
     split_tickers,
     ticker_names,
+    untickered_rows,
 )
 from lstm_zoo.data.splits import Period, WalkForward, single_split
 from lstm_zoo.data.windows import TARGET_TRANSFORMS, WindowDataset, make_windows, target_change
@@ -56,7 +58,7 @@ class StockDataModule(L.LightningDataModule):
                  val_fraction: float = 0.1, batch_size: int = 32, date_column: str = "Date",
                  ticker: str | None = None, tickers: list[str] | str | None = None, sep: str = ",",
                  target_transform: Literal["level", "diff", "log_return"] = "level", adjust: bool = False,
-                 backtest: WalkForward | None = None) -> None:
+                 date_format: str | None = None, backtest: WalkForward | None = None) -> None:
         super().__init__()
         features = list(features) if features is not None else [target]
         for field, value, low in (("window", window, 1), ("horizon", horizon, 1), ("batch_size", batch_size, 1)):
@@ -82,7 +84,7 @@ class StockDataModule(L.LightningDataModule):
         self.path, self.target, self.features = path, target, features
         self.window, self.horizon, self.batch_size = int(window), int(horizon), int(batch_size)
         self.train_end, self.test_start, self.val_fraction = train_end, test_start, val_fraction
-        self.date_column, self.ticker, self.sep = date_column, ticker, sep
+        self.date_column, self.date_format, self.ticker, self.sep = date_column, date_format, ticker, sep
         self.requested_tickers, self.backtest, self.adjust = tickers, backtest, bool(adjust)
         self.target_transform = target_transform
         self.columns = list(dict.fromkeys([*features, target]))  # scaled columns: features, then target
@@ -125,9 +127,9 @@ class StockDataModule(L.LightningDataModule):
     def load_frames(self) -> dict[str, pd.DataFrame]:
         """Each selected ticker's cleaned, date-indexed frame of `columns` (derived features included)."""
         if self.path:
-            raw, date_column = read_price_csv(self.path, self.sep), self.date_column
+            raw, date_column, date_format = read_price_csv(self.path, self.sep), self.date_column, self.date_format
         else:
-            raw, date_column = load_embedded(), "Date"
+            raw, date_column, date_format = load_embedded(), "Date", None
         for name in self.derived:
             missing = [c for c in DERIVED[name][0] if c not in raw.columns]
             if missing:
@@ -151,12 +153,19 @@ class StockDataModule(L.LightningDataModule):
             ticker = self.ticker or (None if self.path else "IBM")
             part = select_ticker(raw, ticker, self.source)
             parts = {ticker or next(iter(ticker_names(part)), Path(str(self.path)).stem): part}
+        selected = self.requested_tickers is not None or self.ticker is not None  # rows without a ticker go
+        blank = untickered_rows(raw) if selected else None
+        notes = [blank] if blank else []  # one cleaning warning for the whole file
         frames = {}
         for name, part in parts.items():
             source = self.source if len(parts) == 1 else f"{self.source} [{name}]"
-            frame = clean_prices(part, self.raw_columns, date_column, None, source)
+            found: list[str] = []
+            frame = clean_prices(part, self.raw_columns, date_column, None, source, date_format, found)
+            notes += found if len(parts) == 1 else [f"[{name}] {note}" for note in found]
             frame = adjust_prices(frame) if self.adjust else frame
             frames[name] = add_derived_features(frame, self.derived, source)[self.columns]
+        if notes:
+            warnings.warn(f"{self.source}: " + "; ".join(notes) + ".", stacklevel=2)
         return frames
 
     def latest_windows(self) -> tuple[Tensor, Tensor, dict[str, pd.Series]]:

@@ -14,6 +14,7 @@ EMBEDDED = "bokeh_sampledata {} (2000-03-01 to 2013-03-01)"  # {}: IBM, or "stoc
 EMBEDDED_TICKERS = ("AAPL", "FB", "GOOG", "IBM", "MSFT")
 TICKER_COLUMNS = ("Name", "Ticker", "Symbol")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d*)?$")
+_DAY_MONTH_YEAR = re.compile(r"^(\d{1,2})([./-])(\d{1,2})\2(\d{4}|\d{2})\b")  # 03/01/2006: which is the day?
 
 # Derived features: name -> (raw columns it reads, formula on the cleaned frame). Only backward-looking
 # operations (same-day values, shift(+1), diff), so a row never reads the day it helps to predict or later.
@@ -104,47 +105,97 @@ def _to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
     return numbers.replace([np.inf, -np.inf], np.nan), int(has_thousands.sum())
 
 
+def parse_dates(column: pd.Series, date_format: str | None = None, date_column: str = "Date",
+                source: str = "data") -> pd.Series:
+    """Parse a text date column (NaT where a cell does not parse), with `date_format` (strptime) if given.
+
+    Without a format, ISO dates (YYYY-MM-DD, the tutorial's) and other unambiguous ones are read as pandas reads
+    them, but numeric day/month/year dates (03/01/2006) are refused: pandas would read them month-first, swap day
+    and month of a day-first file and drop its days above 12. The error names the format that fits the file.
+    """
+    text = column.astype("string").str.strip()
+    if date_format is None:
+        parts = text.str.extract(_DAY_MONTH_YEAR).dropna()
+        if not parts.empty:
+            first, second = parts[0].astype(int), parts[2].astype(int)
+            sep, year = parts[1].iloc[0], "%Y" if len(parts[3].iloc[0]) == 4 else "%y"
+            day_first, month_first = f"%d{sep}%m{sep}{year}", f"%m{sep}%d{sep}{year}"
+
+            def example(mask: pd.Series) -> str:
+                return text[mask[mask].index[0]]
+
+            if (first > 12).any() and not (second > 12).any():
+                reading = f"day-first dates (e.g. {example(first > 12)!r})"
+                fix = f"data.date_format='{day_first}'"
+            elif (second > 12).any() and not (first > 12).any():
+                reading = f"month-first dates (e.g. {example(second > 12)!r})"
+                fix = f"data.date_format='{month_first}'"
+            elif (first > 12).any():
+                reading = f"dates in both orders ({example(first > 12)!r} and {example(second > 12)!r})"
+                fix = "rewrite the column as YYYY-MM-DD"
+            else:
+                reading = f"dates whose day/month order is ambiguous (e.g. {example(first > 0)!r})"
+                fix = f"data.date_format='{day_first}' (day first) or data.date_format='{month_first}' (month first)"
+            raise DataError(f"{source}: column {date_column!r} holds {reading}, which would be misread. Fix: {fix}")
+    dates = pd.to_datetime(text, errors="coerce", format=date_format)
+    given = text.notna() & (text != "")
+    failed = dates.isna() & given
+    if failed.sum() * 2 > given.sum():  # most rows unreadable: a format problem, not a few damaged rows
+        how = f"with data.date_format={date_format!r}" if date_format else "as dates"
+        raise DataError(f"{source}: {int(failed.sum())} of {int(given.sum())} value(s) of column {date_column!r} do "
+                        f"not parse {how} (e.g. {text[failed].head(3).tolist()}). Fix: data.date_format=<their "
+                        "strptime format, e.g. '%d.%m.%Y'>, or data.date_column=<the date column>")
+    return dates
+
+
 def clean_prices(frame: pd.DataFrame, columns: list[str], date_column: str = "Date", ticker: str | None = None,
-                 source: str = "data") -> pd.DataFrame:
-    """Date-indexed float frame of `columns`: bad rows dropped, dates sorted and unique, one warning for all of it."""
+                 source: str = "data", date_format: str | None = None,
+                 notes: list[str] | None = None) -> pd.DataFrame:
+    """Date-indexed float frame of `columns`: bad rows dropped, dates sorted and unique, one warning for all of it.
+
+    With a `notes` list, what was dropped or changed is appended to it instead of warned about, so that a caller
+    cleaning several series of one file warns once for all of them.
+    """
     missing = [c for c in [date_column, *columns] if c not in frame.columns]
     if missing:
         field = "data.date_column" if date_column in missing else "data.target / data.features"
         raise DataError(f"{source}: column(s) {missing} not found; the file has {list(map(str, frame.columns))}. "
                         f"Fix: set {field} to one of those.")
     frame = select_ticker(frame, ticker, source)
-    notes: list[str] = []
-    dates = pd.to_datetime(frame[date_column], errors="coerce")
+    found: list[str] = []
+    dates = parse_dates(frame[date_column], date_format, date_column, source)
     values = {}
     for name in columns:
         numbers, n_thousands = _to_numbers(frame[name])
         values[name] = numbers.to_numpy()
         if n_thousands:
-            notes.append(f"read {n_thousands} value(s) of {name} with thousands separators (e.g. '1,234.5' as 1234.5)")
+            found.append(f"read {n_thousands} value(s) of {name} with thousands separators (e.g. '1,234.5' as 1234.5)")
     clean = pd.DataFrame(values, index=pd.DatetimeIndex(dates.to_numpy(), name="Date"))
     bad_date = clean.index.isna()
     bad_value = clean.isna().any(axis=1).to_numpy() & ~bad_date
     if bad_date.any():
-        notes.append(f"dropped {int(bad_date.sum())} row(s) whose {date_column} does not parse "
+        found.append(f"dropped {int(bad_date.sum())} row(s) whose {date_column} does not parse "
                      f"(e.g. {frame[date_column][bad_date].astype(str).head(3).tolist()})")
     if bad_value.any():
         shown = [d.date().isoformat() for d in clean.index[bad_value][:5]]
-        notes.append(f"dropped {int(bad_value.sum())} row(s) with empty, non-numeric or infinite values in "
+        found.append(f"dropped {int(bad_value.sum())} row(s) with empty, non-numeric or infinite values in "
                      f"{columns} on {shown}{' ...' if bad_value.sum() > 5 else ''}")
     clean = clean[~bad_date & ~bad_value]
     if not clean.index.is_monotonic_increasing:
-        notes.append("sorted rows by date (the file was not in date order)")
+        found.append("sorted rows by date (the file was not in date order)")
         clean = clean.sort_index(kind="stable")
     duplicated = clean.index.duplicated(keep="last")
     if duplicated.any():
         shown = sorted({d.date().isoformat() for d in clean.index[duplicated]})[:5]
-        notes.append(f"kept the last of {int(duplicated.sum())} duplicate date row(s) (dates {shown})")
+        found.append(f"kept the last of {int(duplicated.sum())} duplicate date row(s) (dates {shown})")
         clean = clean[~duplicated]
     if clean.empty:
         raise DataError(f"{source}: no usable rows left for columns {columns} after dropping unparseable ones. "
                         "Fix: check data.date_column, data.target and data.features against the file.")
-    if notes:
-        warnings.warn(f"{source}: " + "; ".join(notes) + ".", stacklevel=2)
+    if notes is not None:
+        notes.extend(found)
+    elif found:
+        warnings.warn(f"{source}: " + "; ".join(found) + ".", stacklevel=2)
     return clean
 
 
@@ -193,4 +244,14 @@ def split_tickers(frame: pd.DataFrame, tickers: list[str] | str, source: str) ->
         raise DataError(f"{source}: data.tickers: {missing or '[]'} not in column {column!r}, which holds "
                         f"{held[:20]}{' ...' if len(held) > 20 else ''}. Fix: data.tickers=[{','.join(held[:2])}] "
                         "(names from that list) or data.tickers=all")
-    return {name: frame[(names == name).to_numpy()] for name in wanted}
+    return {name: frame[(names == name).fillna(False).to_numpy(dtype=bool)] for name in wanted}
+
+
+def untickered_rows(frame: pd.DataFrame) -> str | None:
+    """A cleaning note counting the rows whose ticker cell is empty (the end of the all_stocks files): selecting
+    tickers drops them."""
+    column = _ticker_column(frame)
+    if column is None:
+        return None
+    blank = frame[column].astype("string").str.strip().fillna("").eq("")
+    return f"dropped {int(blank.sum())} row(s) with an empty {column} (no ticker)" if blank.any() else None

@@ -60,10 +60,12 @@ def single_split(calendar: pd.DatetimeIndex, train_end: str | None, test_start: 
 class WalkForward:
     """Rolling-origin folds (`backtest=walk_forward`): `n_folds` consecutive test periods ending at `end`.
 
-    Fold k's test period is the k-th of `n_folds` back-to-back blocks of `test_years` calendar years (or
-    `test_days` trading days, when set) whose last block ends at `end` (default: the last row). Its training
-    period ends `gap_days` trading days before the first test day (the purge) and starts at the first row
-    (expanding window, `train_years: null`) or `train_years` calendar years before its end (sliding window).
+    Fold k's test period is the k-th of `n_folds` back-to-back blocks of `test_years` calendar years, Jan 1 to
+    Dec 31 (the last block holds `end`, default the last row, and stops there: part of a year if `end` is not
+    the year's last trading day), or of `test_days` trading days when set (the last block ends at `end`). Its
+    training period ends `gap_days` trading days before the first test day (the purge) and starts at the first
+    row (expanding window, `train_years: null`) or, sliding, on Jan 1 `train_years` years before the test year
+    (`test_days`: `train_years` years before the training period's end).
     A run is one fold (`fold`), so a sweep over `backtest.fold` distributes the folds like any other jobs.
     """
 
@@ -106,11 +108,11 @@ class WalkForward:
         if self.test_days is not None:  # fold k tests calendar[starts[k] : starts[k + 1]]
             starts = [n_end - (self.n_folds - k) * self.test_days for k in range(self.n_folds + 1)]
             length, fit = f"backtest.test_days={self.test_days}", (n_end - 1) // self.test_days
-        else:
-            edges = [end - pd.DateOffset(years=(self.n_folds - k) * self.test_years) for k in range(self.n_folds)]
-            starts = [int(calendar.searchsorted(edge, side="right")) for edge in edges] + [n_end]
+        else:  # fold k tests the calendar years from Jan 1 of years[k]; the last fold's hold `end` and stop there
+            years = [end.year + 1 - (self.n_folds - k) * self.test_years for k in range(self.n_folds)]
+            starts = [int(calendar.searchsorted(pd.Timestamp(year, 1, 1))) for year in years] + [n_end]
             length, fit = f"backtest.test_years={self.test_years}", 0
-            while end - pd.DateOffset(years=(fit + 1) * self.test_years) >= first:
+            while pd.Timestamp(end.year + 1 - (fit + 1) * self.test_years, 1, 1) > first:
                 fit += 1
         if starts[0] < 1:
             raise DataError(f"backtest.n_folds={self.n_folds} test periods of {length} ending {end.date()} run past "
@@ -127,7 +129,9 @@ class WalkForward:
                                 "smaller backtest.gap_days or fewer backtest.n_folds.")
             train_end = calendar[begin - self.gap_days - 1]  # the last training target day, before the gap
             train_start = None  # expanding window: from the first row
-            if self.train_years is not None:  # sliding window: the `train_years` years up to train_end
+            if self.train_years is not None and self.test_days is None:  # sliding: the calendar years before
+                train_start = calendar[int(calendar.searchsorted(pd.Timestamp(years[k] - self.train_years, 1, 1)))]
+            elif self.train_years is not None:  # sliding: the `train_years` years up to train_end
                 since = train_end - pd.DateOffset(years=self.train_years)
                 train_start = calendar[int(calendar.searchsorted(since, side="right"))]
             test_start, test_end = calendar[begin], calendar[stop - 1]
