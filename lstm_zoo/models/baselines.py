@@ -273,12 +273,14 @@ class ARIMAForecaster(LinearFilterForecaster):
         from statsmodels.tsa.arima_process import arma2ar
         from statsmodels.tsa.stattools import adfuller
 
-        d = 0 if adfuller(prices)[1] < 0.05 else 1
+        with warnings.catch_warnings():  # statsmodels 0.15 announces a new return type; the p-value stays [1]
+            warnings.simplefilter("ignore", FutureWarning)
+            d = 0 if adfuller(prices)[1] < 0.05 else 1
         z = np.diff(prices, d)
         orders = {f"ARIMA({p},{d},{q})": (p, q) for p in range(self.max_p + 1) for q in range(self.max_q + 1)}
         candidates = {label: ARIMA(z, order=(p, 0, q), trend="c") for label, (p, q) in orders.items()}
-        label, result = self.best_fit(candidates, lambda m: m.fit(method_kwargs={"maxiter": self.max_iterations}),
-                                      name, "ARIMA")
+        label, result = self.best_fit(candidates, lambda m: m.fit(  # no standard errors: only AIC and parameters
+            method_kwargs={"maxiter": self.max_iterations}, cov_type="none", low_memory=True), name, "ARIMA")
         params = dict(zip(result.model.param_names, result.params))
         p, q = orders[label]
         ar = np.r_[1, [-params[f"ar.L{i}"] for i in range(1, p + 1)]]
