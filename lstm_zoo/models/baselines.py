@@ -116,6 +116,9 @@ class FittedForecaster(Forecaster):
         return lookup[ticker]
 
     def forward_batch(self, x: Tensor, ticker: Tensor, tickers: Sequence[str] | None) -> Tensor:
+        if "scale" not in self._buffers:
+            raise RuntimeError(f"{type(self).__name__} is not fit yet: call fit(datamodule) (pipeline.run does), or "
+                               "load a checkpoint.")
         return self.predict_y(x, self.own_index(ticker, tickers))
 
     def forward(self, x: Tensor) -> Tensor:  # one ticker's model (export, or a one-series fit)
@@ -259,12 +262,13 @@ class LinearFilterForecaster(FittedForecaster):
 
 class ARIMAForecaster(LinearFilterForecaster):
     """ARIMA(p, d, q) per ticker, fit by statsmodels on the training period: d from an ADF unit-root test (d=1
-    unless the test rejects a unit root at 5%), (p, q) up to (max_p, max_q) by AIC, a constant (the mean, or the
+    unless the test rejects a unit root at 5%), (p, q) up to (max_p, max_q) by AIC (each candidate's
+    likelihood maximised by statsmodels' state-space ARIMA, no standard errors computed), a constant (the mean, or the
     drift when d=1). A test day's forecast filters the window with the fitted parameters, through the model's
     AR(infinity) form truncated to the window (no refit per day).
     """
 
-    def __init__(self, max_p: int = 2, max_q: int = 2, max_iterations: int = 50, **kwargs) -> None:
+    def __init__(self, max_p: int = 1, max_q: int = 1, max_iterations: int = 50, **kwargs) -> None:
         super().__init__(**kwargs)
         self.max_p, self.max_q, self.max_iterations = int(max_p), int(max_q), int(max_iterations)
 
@@ -278,7 +282,8 @@ class ARIMAForecaster(LinearFilterForecaster):
             d = 0 if adfuller(prices)[1] < 0.05 else 1
         z = np.diff(prices, d)
         orders = {f"ARIMA({p},{d},{q})": (p, q) for p in range(self.max_p + 1) for q in range(self.max_q + 1)}
-        candidates = {label: ARIMA(z, order=(p, 0, q), trend="c") for label, (p, q) in orders.items()}
+        candidates = {label: ARIMA(z, order=(p, 0, q), trend="c", concentrate_scale=True)
+                      for label, (p, q) in orders.items()}
         label, result = self.best_fit(candidates, lambda m: m.fit(  # no standard errors: only AIC and parameters
             method_kwargs={"maxiter": self.max_iterations}, cov_type="none", low_memory=True), name, "ARIMA")
         params = dict(zip(result.model.param_names, result.params))
