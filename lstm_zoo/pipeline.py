@@ -339,6 +339,9 @@ def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockData
         metrics.update(test_and_write(trainer, model, datamodule, out))
     metrics.update(split_info(datamodule))
     metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=str(checkpoint))
+    if trainer.logger is not None:
+        trainer.logger.log_metrics({f"hp/{k.replace('/', '_')}": metrics.get(k, math.nan)
+                                    for k in ("val/rmse", "test/rmse", "test/skill")}, step=0)
     if cfg.test:
         print_summary(metrics)
 

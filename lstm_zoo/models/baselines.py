@@ -182,7 +182,7 @@ class RidgeForecaster(FittedForecaster):
 
     per_ticker = False
 
-    def __init__(self, lags: int | None = None, alphas: Sequence[float] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0),
+    def __init__(self, lags: int | None = None, alphas: Sequence[float] = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4),
                  **kwargs) -> None:
         super().__init__(**kwargs)
         window = self.hparams.window
