@@ -27,7 +27,7 @@ from lstm_zoo.models import (
     RidgeForecaster,
 )
 from lstm_zoo.models.baselines import FitError
-from lstm_zoo.pipeline import evaluate, load_forecaster, predict, run
+from lstm_zoo.pipeline import evaluate, export, load_forecaster, predict, run
 from tests.conftest import FAST, compose_entry, compose_train, write_tickers_csv
 
 FITTED = {"drift": DriftForecaster, "mean": MeanForecaster, "linear": RidgeForecaster, "arima": ARIMAForecaster,
@@ -167,7 +167,7 @@ def test_an_arima_that_does_not_converge_fails_its_job_in_one_line(tmp_path: Pat
         run(cfg)
     cause = user_error(caught.value)
     assert isinstance(cause, FitError) and "\n" not in str(cause)
-    assert re.search(r"on ticker '(AAA|BBB)' for any of \['ARIMA\(0,1,0\)', .* model.max_iterations=1\). Fix: ",
+    assert re.search(r"on ticker '(AAA|BBB)' for any of \['ARIMA\(0,[01],0\)', .* model.max_iterations=1\). Fix: ",
                      str(cause))
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("FitError: ARIMA did not converge")
@@ -191,3 +191,19 @@ def test_a_fitted_checkpoint_loads_weights_only_with_its_fitted_values(tmp_path:
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, equal_nan=True)
     x = datamodule.datasets["test"].x[:4]
     assert torch.equal(loaded(x), model(x))
+
+
+def test_a_one_series_baseline_exports_and_a_per_ticker_one_says_why_not(tmp_path: Path, prices_csv: Path) -> None:
+    cfg = compose_train(["data=csv", f"data.path={prices_csv}", *QUICK, "data.horizon=2", "model=arima",
+                         "model.max_p=1", "model.max_q=0"], tmp_path / "run")
+    checkpoint = run(cfg)["best_checkpoint"]
+    for format in ("torchscript", "onnx"):
+        info = export(compose_entry("export", [f"ckpt_path={checkpoint}", f"format={format}"], tmp_path / format))
+        assert info["parity_max_abs_diff"] <= 1e-4 and info["output"]["shape"] == ["batch", 2]
+    stocks = write_tickers_csv(tmp_path / "stocks.csv", start="2019-01-01")
+    cfg = compose_train(["data=csv", f"data.path={stocks}", "data.tickers=[AAA,BBB]", *QUICK, "model=drift"],
+                        tmp_path / "drift")
+    checkpoint = run(cfg)["best_checkpoint"]
+    with pytest.raises(Exception) as caught:
+        export(compose_entry("export", [f"ckpt_path={checkpoint}", "format=torchscript"], tmp_path / "drift_export"))
+    assert "fit per ticker on ['AAA', 'BBB']" in str(user_error(caught.value))

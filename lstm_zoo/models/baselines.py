@@ -105,8 +105,9 @@ class FittedForecaster(Forecaster):
         names = list(self.hparams.tickers or [])
         if len(names) <= 1 or tickers is None:
             if len(names) > 1:
-                raise DataError(f"{type(self).__name__} was fit per ticker on {names}: forecasting needs the ticker "
-                                "of each window.")
+                raise DataError(f"{type(self).__name__} was fit per ticker on {names}: a forecast needs each "
+                                f"window's ticker, which an exported model is not given. Fix: export a fit on one "
+                                f"ticker (data.tickers=[{names[0]}]).")
             return torch.zeros_like(ticker)
         missing = [t for t in tickers if t not in names]
         if missing:
@@ -122,7 +123,7 @@ class FittedForecaster(Forecaster):
         return self.predict_y(x, self.own_index(ticker, tickers))
 
     def forward(self, x: Tensor) -> Tensor:  # one ticker's model (export, or a one-series fit)
-        return self.forward_batch(x, torch.zeros(len(x), dtype=torch.long, device=x.device), None)
+        return self.forward_batch(x, torch.zeros_like(x[:, 0, 0], dtype=torch.long), None)  # keeps B symbolic
 
     def predict_y(self, x: Tensor, index: Tensor) -> Tensor:
         """Windows (B, W, F) of the model's tickers `index` (B,) -> forecasts (B, H) in the target's units."""
@@ -294,12 +295,8 @@ class ARIMAForecaster(LinearFilterForecaster):
         return {"weights": weights, "mean": params["const"], "d": float(d)}
 
     def predict_prices(self, prices: Tensor, index: Tensor) -> Tensor:
-        out = torch.empty(len(prices), self.hparams.horizon, dtype=torch.float64, device=prices.device)
-        for d in (0, 1):
-            rows = self.d[index] == d
-            if rows.any():
-                out[rows] = self.forecast_rows(prices[rows], index[rows], d)
-        return out
+        differenced = self.d[index, None] == 1  # both forecasts, then each row's: no data-dependent branch (export)
+        return torch.where(differenced, self.forecast_rows(prices, index, 1), self.forecast_rows(prices, index, 0))
 
     def forecast_rows(self, prices: Tensor, index: Tensor, d: int) -> Tensor:
         z = torch.diff(prices, dim=1) if d else prices
