@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,7 @@ from lstm_zoo.models import (
 )
 from lstm_zoo.models.baselines import FitError
 from lstm_zoo.pipeline import evaluate, export, load_forecaster, predict, run
-from tests.conftest import FAST, compose_entry, compose_train, write_tickers_csv
+from tests.conftest import FAST, ROOT, compose_entry, compose_train, write_tickers_csv
 
 FITTED = {"drift": DriftForecaster, "mean": MeanForecaster, "linear": RidgeForecaster, "arima": ARIMAForecaster,
           "ets": ETSForecaster}
@@ -77,6 +80,17 @@ def test_ridge_picks_the_penalty_of_lowest_validation_error(prices_csv: Path) ->
                                                 datamodule.datasets["train"].y.double().numpy(), alpha)
         errors.append(np.mean((val.x.flatten(1).double().numpy() @ coef + intercept - val.y.numpy()) ** 2))
     assert float(model.alpha) == alphas[int(np.argmin(errors))]
+
+
+def test_ridge_without_validation_windows_picks_the_penalty_by_leave_one_out(prices_csv: Path) -> None:
+    from sklearn.linear_model import RidgeCV
+
+    datamodule = StockDataModule(path=str(prices_csv), window=8, val_fraction=0.0)
+    alphas = [1e-3, 1.0, 1e3]
+    model = fitted(RidgeForecaster, datamodule, alphas=alphas)
+    train = datamodule.datasets["train"]
+    expected = RidgeCV(alphas=alphas).fit(train.x.flatten(1).double().numpy(), train.y.double().numpy()).alpha_
+    assert float(model.alpha) == expected
 
 
 def test_drift_forecasts_a_pure_drift_series_exactly(tmp_path: Path) -> None:
@@ -207,3 +221,19 @@ def test_a_one_series_baseline_exports_and_a_per_ticker_one_says_why_not(tmp_pat
     with pytest.raises(Exception) as caught:
         export(compose_entry("export", [f"ckpt_path={checkpoint}", "format=torchscript"], tmp_path / "drift_export"))
     assert "fit per ticker on ['AAA', 'BBB']" in str(user_error(caught.value))
+
+
+@pytest.mark.slow
+def test_a_sweep_goes_on_past_an_arima_that_does_not_converge(tmp_path: Path) -> None:
+    csv = write_tickers_csv(tmp_path / "stocks.csv", start="2019-01-01")
+    sweep = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "train.py", "-m", "model=arima", "model.max_iterations=1,50",
+                           "model.max_p=1", "model.max_q=0", "data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]",
+                           *QUICK, f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    statuses = {}
+    for path in sweep.glob("*/metrics.json"):
+        failing = "model.max_iterations=1\n" in (path.parent / ".hydra" / "overrides.yaml").read_text()
+        statuses[failing] = json.loads(path.read_text())["status"]
+    assert statuses == {True: "failed", False: "completed"}  # the job after the failed one ran
+    assert done.returncode == 1 and "FitError: ARIMA did not converge" in done.stderr + done.stdout
