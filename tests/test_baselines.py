@@ -195,6 +195,13 @@ def test_bad_baseline_configs_are_one_line_errors() -> None:
             cls(window=10, quantiles=[0.1, 0.5, 0.9])
 
 
+def test_a_baseline_reading_the_target_history_needs_the_target_in_the_window(prices_csv: Path) -> None:
+    datamodule = StockDataModule(path=str(prices_csv), window=10, features=["Low"])  # target High left out
+    with pytest.raises(ConfigError, match=r"data.features=\['Low'\] leaves it out.*Fix: add High to data.features"):
+        fitted(DriftForecaster, datamodule)
+    assert fitted(MeanForecaster, datamodule).means.shape == (1, 1)  # the mean target needs no window
+
+
 def test_a_fitted_checkpoint_loads_weights_only_with_its_fitted_values(tmp_path: Path, prices_csv: Path) -> None:
     datamodule = StockDataModule(path=str(prices_csv), window=10)
     model = fitted(ETSForecaster, datamodule)

@@ -12,7 +12,7 @@ import torch
 
 from lstm_zoo.export import FORMATS, run_exported
 from lstm_zoo.pipeline import data_for_checkpoint, export, load_forecaster, predict, run
-from tests.conftest import CONF, FAST, compose_entry, compose_train, recurrent_models
+from tests.conftest import FAST, compose_entry, compose_train, recurrent_models
 
 MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lstm_zoo.checks import ConfigError
-from lstm_zoo.data import DataError
+from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.models.base import Forecaster
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class FittedForecaster(Forecaster):
     saved with the checkpoint's hyper-parameters (they say how to read windows and which fitted values are whose).
     """
 
-    per_ticker = True  # one set of fitted values per ticker; False: one global model (ridge)
+    reads_target_history = True  # forecasts from the target's own past days in the window (drift, ARIMA, ETS)
 
     def __init__(self, tickers: Sequence[str] | None = None, target_transform: str = "level",
                  target_feature: int = 0, **kwargs) -> None:
@@ -54,10 +54,10 @@ class FittedForecaster(Forecaster):
         return sum(b.numel() for name, b in self.named_buffers() if "." not in name)
 
     # ---- fitting --------------------------------------------------------------------------------------------
-    def fit(self, datamodule) -> None:
+    def fit(self, datamodule: StockDataModule) -> None:
         """Fit on `datamodule`'s training windows (set up); records the layout and each ticker's target scaling."""
         dm = datamodule
-        if self.per_ticker and dm.target_index >= dm.n_features:
+        if self.reads_target_history and dm.target_index >= dm.n_features:
             raise ConfigError(f"{type(self).__name__} forecasts {dm.target} from its own history, but data.features="
                               f"{dm.features} leaves it out of the window. Fix: add {dm.target} to data.features.")
         self.hparams.update(tickers=list(dm.tickers), target_transform=dm.target_transform,
@@ -163,6 +163,8 @@ class MeanForecaster(FittedForecaster):
     """The ticker's mean training target, in the target's units: the historical mean change for `diff` and
     `log_return` targets (close to drift there), the historical mean (scaled) price for `level` (darts' NaiveMean)."""
 
+    reads_target_history = False
+
     def fit_windows(self, x, y, last, actual, ticker, datamodule) -> None:
         means = [y[ticker == i].mean(0) for i in range(len(self.hparams.tickers))]
         self.register_buffer("means", torch.stack(means))
@@ -181,7 +183,7 @@ class RidgeForecaster(FittedForecaster):
         alphas: candidate penalties (the intercept is not penalised).
     """
 
-    per_ticker = False
+    reads_target_history = False  # any features: the whole window is its input
 
     def __init__(self, lags: int | None = None, alphas: Sequence[float] = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4),
                  **kwargs) -> None:
