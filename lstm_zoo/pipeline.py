@@ -23,6 +23,7 @@ from torch.utils.tensorboard.summary import hparams
 from lstm_zoo.callbacks import ForecastPlot
 from lstm_zoo.checks import (
     CheckpointError,
+    ConfigError,
     check_config,
     checkpoint_file,
     keep_best_across_folders,
@@ -36,7 +37,7 @@ from lstm_zoo.evaluation.pooling import ticker_metrics
 from lstm_zoo.export import check_format, export_forecaster
 from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files, resume_command
-from lstm_zoo.models import Forecaster
+from lstm_zoo.models import FittedForecaster, Forecaster
 from lstm_zoo.records import RunRecord, code_version, read_record, write_json
 
 log = logging.getLogger(__name__)
@@ -289,6 +290,9 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     log_experiment(logger, experiment_hparams(cfg, model))
+    if isinstance(model, FittedForecaster):  # fit without Lightning epochs
+        fit_and_test(cfg, model, datamodule, trainer, out, metrics)
+        return
     if plan.checkpoint is not None:
         keep_best_across_folders(trainer, plan.checkpoint)
 
@@ -331,6 +335,37 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
                         "hp/test_rmse": metrics.get("test/rmse", math.nan),
                         "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
     if trainer.is_global_zero and cfg.test:
+        print_summary(metrics)
+
+
+def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockDataModule, trainer: L.Trainer,
+                 out: Path, metrics: dict) -> None:
+    """A model fit in one pass (lstm_zoo.models.baselines): `model.fit` on the training windows instead of
+    `trainer.fit`, its fitted values saved as checkpoints/last.ckpt, then validated and tested like any model."""
+    if trainer.world_size > 1:
+        raise ConfigError(f"{type(model).__name__} is fit in one pass on one process, not by a distributed trainer. "
+                          "Fix: trainer.devices=1 trainer.strategy=auto.")
+    started = time.perf_counter()
+    datamodule.setup("fit")
+    model.fit(datamodule)
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    model.save_fitted(checkpoint, datamodule.state_dict())
+    metrics.update(train_seconds=time.perf_counter() - started, epochs=0, optimizer_steps=0,
+                   windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
+    if len(datamodule.datasets["val"]):  # val/loss and val/rmse, as sweepers and leaderboards read them
+        with warnings.catch_warnings():  # a model without trainable parameters: nothing to warn about
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    metrics.update(tested_weights="fitted")
+    if cfg.test:
+        metrics.update(test_and_write(trainer, model, datamodule, out))
+    metrics.update(split_info(datamodule))
+    metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=str(checkpoint))
+    if trainer.logger is not None:
+        trainer.logger.log_metrics({f"hp/{k.replace('/', '_')}": metrics.get(k, math.nan)
+                                    for k in ("val/rmse", "test/rmse", "test/skill")}, step=0)
+    if cfg.test:
         print_summary(metrics)
 
 
@@ -407,7 +442,8 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
     model.eval()
     with torch.no_grad():
-        point, quantiles = model.prices(model.forecast(x), last, tickers, datamodule.to_price)
+        forecast = model.to_forecast(model.forward_batch(x, tickers, datamodule.tickers))
+        point, quantiles = model.prices(forecast, last, tickers, datamodule.to_price)
         try:  # split-conformal needs the validation windows of the training split
             datamodule.setup("predict")
             calibration, reason = model.validation_errors(datamodule), NO_INTERVALS

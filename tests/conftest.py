@@ -16,6 +16,16 @@ FAST = ["trainer.max_epochs=1", "data.window=10", "model.hidden_size=8",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
+def recurrent_models() -> list[str]:
+    """conf/model names of the recurrent zoo: every model config but the baselines (lstm_zoo.models.baselines)."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    configs = {p.stem: OmegaConf.load(p) for p in (CONF / "model").glob("*.yaml")}
+    return sorted(name for name, cfg in configs.items()  # without _target_: an alias (lstm = stacked)
+                  if "_target_" in cfg and get_class(cfg._target_).__module__ != "lstm_zoo.models.baselines")
+
+
 def write_prices_csv(path: Path, start: str = "2020-01-01", end: str = "2022-12-31", seed: int = 0,
                      dirty: bool = False, name: str = "IBM") -> Path:
     """Business-day OHLCV random walk in the tutorial's format (Date,Open,High,Low,Close,Volume,Name).

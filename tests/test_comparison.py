@@ -15,7 +15,7 @@ import pytest
 import statsmodels.api as sm
 import torch
 from arch.bootstrap import SPA, StationaryBootstrap
-from conftest import CONF, FAST, ROOT, write_tickers_csv
+from conftest import CONF, FAST, ROOT, recurrent_models, write_tickers_csv
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -272,7 +272,7 @@ def test_walk_forward_experiment_sweeps_models_targets_seeds_and_eight_folds() -
         cfg = compose("train", overrides=["experiment=walk_forward"], return_hydra_config=True)
     params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
     jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
-    models = [p.stem for p in (CONF / "model").glob("*.yaml") if "_target_" in p.read_text()]  # lstm: an alias
+    models = recurrent_models()
     assert len(jobs) == len(models) * 2 * 3 * 8
     assert {f"backtest.fold={k}" for k in range(8)} | {"data.target_transform=diff", "seed=2"} <= \
         {o for job in jobs for o in job}

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from lstm_zoo.checks import ConfigError, check_config
 from lstm_zoo.data import StockDataModule
-from lstm_zoo.models import Forecaster
+from lstm_zoo.models import FittedForecaster, Forecaster
 
 
 def options(group: str) -> list[str]:
@@ -34,6 +34,10 @@ def test_every_model_config_instantiates_a_forecaster(tmp_path, model):
     cfg = compose_train([f"model={model}"], tmp_path)
     forecaster = instantiate(cfg.model, n_features=1, horizon=1, window=60, _convert_="all")
     assert isinstance(forecaster, Forecaster)
+    if isinstance(forecaster, FittedForecaster):  # a baseline forecasts once fit on data (tests/test_baselines.py)
+        with pytest.raises(RuntimeError, match="not fit yet"):
+            forecaster(torch.randn(2, 60, 1))
+        return
     assert forecaster(torch.randn(2, 60, 1)).shape == (2, 1)
 
 

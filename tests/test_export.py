@@ -12,9 +12,9 @@ import torch
 
 from lstm_zoo.export import FORMATS, run_exported
 from lstm_zoo.pipeline import data_for_checkpoint, export, load_forecaster, predict, run
-from tests.conftest import CONF, FAST, compose_entry, compose_train
+from tests.conftest import FAST, compose_entry, compose_train, recurrent_models
 
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if "_target_" in p.read_text())  # lstm: an alias
+MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
 
 
 def tiny_run(csv: Path, out: Path, *overrides: str) -> Path:

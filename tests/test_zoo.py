@@ -26,9 +26,9 @@ from lstm_zoo.models import (
     SLSTMForecaster,
 )
 from lstm_zoo.pipeline import run
-from tests.conftest import CONF, FAST, compose_train
+from tests.conftest import CONF, FAST, compose_train, recurrent_models
 
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if "_target_" in p.read_text())  # lstm: an alias
+MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
 
 
 def model_from_config(name: str, **overrides) -> nn.Module:

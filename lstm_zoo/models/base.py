@@ -72,6 +72,11 @@ class Forecaster(L.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} must define forward: (B, window, features) -> "
                                   "(B, output_size)")
 
+    def forward_batch(self, x: Tensor, ticker: Tensor, tickers: Sequence[str] | None) -> Tensor:
+        """forward's output for windows of the data module's tickers `ticker` (B,), indices into `tickers`: a model
+        fit per ticker (lstm_zoo.models.baselines) picks each window's fitted values; a global model ignores them."""
+        return self(x)
+
     def training_forward(self, x: Tensor, y: Tensor) -> Tensor:
         """The forward pass of training steps; a model that learns from the targets (teacher forcing) overrides it."""
         return self(x)
@@ -137,7 +142,7 @@ class Forecaster(L.LightningModule):
         self.train_loss.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        out = self(batch.x)
+        out = self.forward_batch(batch.x, batch.ticker, self.trainer.datamodule.tickers)
         self.val_loss.update(self.loss(out, batch.y), len(out))
         y_hat = self.point(self.to_forecast(out))
         pred = self.trainer.datamodule.to_price(y_hat, batch.last, batch.ticker).float()
@@ -153,7 +158,7 @@ class Forecaster(L.LightningModule):
             metric.reset()
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        out = self(batch.x)
+        out = self.forward_batch(batch.x, batch.ticker, self.trainer.datamodule.tickers)
         self.log("test/loss", self.loss(out, batch.y), batch_size=len(out), sync_dist=True)
         # float64 prices: the true ones from the data, not a float32 round trip through the scaler
         pred, quantiles = self.prices(self.to_forecast(out), batch.last, batch.ticker,
@@ -175,7 +180,8 @@ class Forecaster(L.LightningModule):
         model_errors, persistence_errors, tickers = [], [], []
         for batch in datamodule.val_dataloader():
             batch = Batch(*(t.to(self.device) for t in batch))  # float64 prices
-            point = self.prices(self.forecast(batch.x), batch.last, batch.ticker, datamodule.to_price)[0]
+            forecast = self.to_forecast(self.forward_batch(batch.x, batch.ticker, datamodule.tickers))
+            point = self.prices(forecast, batch.last, batch.ticker, datamodule.to_price)[0]
             model_errors.append(batch.actual - point)
             persistence_errors.append(batch.actual - persistence_forecast(batch.last, batch.actual.shape[1]))
             tickers.append(batch.ticker)
