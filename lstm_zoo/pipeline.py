@@ -342,14 +342,14 @@ LAYOUT = ("window", "horizon", "features", "target", "target_transform")  # fixe
 
 def data_for_checkpoint(data: DictConfig | None, data_state: dict, ckpt: str = "the checkpoint") -> StockDataModule:
     """The data a checkpoint's model was trained on (its recorded data config, split and scaling), with the fields
-    `data` sets (any value but `???`) in their place, said in one line; a field the weights fix (`LAYOUT`) must
-    equal the checkpoint's. Its validation windows are only those the model never trained on (conformal
+    `data` sets (any value but `???`; null too for the `LAYOUT` fields) in their place, said in one line; a field
+    the weights fix (`LAYOUT`) must equal the checkpoint's. Its validation windows are only those the model never trained on (conformal
     calibration)."""
     stored = dict(data_state.get("config") or {})  # empty in checkpoints written before they recorded it
     layout = {k: data_state[k] for k in LAYOUT if k in data_state}
     raw = {} if data is None else OmegaConf.to_container(data, resolve=True, throw_on_missing=False)
     target = raw.pop("_target_", "lstm_zoo.data.StockDataModule")
-    given = {k: v for k, v in raw.items() if v != "???"}
+    given = {k: v for k, v in raw.items() if v != "???" and not (k in LAYOUT and v is None)}  # None: the ckpt's
     for key in LAYOUT:
         if key in given and key in layout and given[key] != layout[key]:
             raise ConfigError(f"data.{key}={given[key]} differs from {ckpt}'s data.{key}={layout[key]}, which its "
