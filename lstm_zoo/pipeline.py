@@ -342,9 +342,9 @@ LAYOUT = ("window", "horizon", "features", "target", "target_transform")  # fixe
 
 def data_for_checkpoint(data: DictConfig | None, data_state: dict, ckpt: str = "the checkpoint") -> StockDataModule:
     """The data a checkpoint's model was trained on (its recorded data config, split and scaling), with the fields
-    `data` sets (any value but `???`; null too for the `LAYOUT` fields) in their place, said in one line; a field
-    the weights fix (`LAYOUT`) must equal the checkpoint's. Its validation windows are only those the model never trained on (conformal
-    calibration)."""
+    `data` sets (any value but `???`; but null for the `LAYOUT` fields) in their place, said in one line; a field
+    the weights fix (`LAYOUT`) must equal the checkpoint's. Its validation windows are only those the model never
+    trained on (they calibrate conformal intervals)."""
     stored = dict(data_state.get("config") or {})  # empty in checkpoints written before they recorded it
     layout = {k: data_state[k] for k in LAYOUT if k in data_state}
     raw = {} if data is None else OmegaConf.to_container(data, resolve=True, throw_on_missing=False)
