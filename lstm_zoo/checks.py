@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import pickle
@@ -148,16 +149,40 @@ def check_data_path(cfg: DictConfig) -> None:
 
 
 def checkpoint_file(path: str | None) -> str | None:
-    """The checkpoint to resume from: a file, a run folder (its checkpoints/last.ckpt) or 'last' (this run's)."""
+    """The checkpoint eval/predict/export use: a file, or a run folder's published weights, or 'last' (this run's).
+
+    A run folder means the weights whose test metrics the run published: the best checkpoint its metrics.json names
+    when it tested that one (`tested_weights: best`), else its checkpoints/last.ckpt. (Resuming a run folder is
+    `lstm_zoo.lifecycle`'s business: it always continues from the newest complete checkpoint.)
+    """
     if path is None or str(path) == "last":
         return path
     given = Path(str(path)).expanduser()
-    file = next((p for p in (given / "checkpoints" / "last.ckpt", given / "last.ckpt") if p.is_file()), given) \
-        if given.is_dir() else given
+    file = published_weights(given) if given.is_dir() else given
     if not file.is_file():
         raise CheckpointError(f"ckpt_path: no checkpoint at {file}. Fix: pass a .ckpt file or a run folder "
                               "holding checkpoints/last.ckpt, e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt.")
     return str(file)
+
+
+def published_weights(folder: Path) -> Path:
+    """The checkpoint of a run folder whose weights its published test metrics describe (see `checkpoint_file`)."""
+    try:
+        record = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    best = record.get("best_checkpoint") if isinstance(record, dict) and record.get("tested_weights") == "best" \
+        else None
+    if best:  # the recorded path, or the same file name in this folder (a run folder moved or copied elsewhere)
+        candidates = [folder / "checkpoints" / Path(best).name, Path(best)]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise CheckpointError(f"ckpt_path={folder}: its metrics.json says the run tested {best}, which is gone. "
+                                  "Fix: pass another checkpoint file, e.g. ckpt_path="
+                                  f"{folder / 'checkpoints' / 'last.ckpt'} (the weights after the last epoch).")
+        return found
+    return next((p for p in (folder / "checkpoints" / "last.ckpt", folder / "last.ckpt") if p.is_file()),
+                folder / "checkpoints" / "last.ckpt")
 
 
 def load_checkpoint(path: str | Path) -> dict:

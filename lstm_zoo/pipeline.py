@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ from lstm_zoo.checks import (
     user_error,
 )
 from lstm_zoo.data import DataError, StockDataModule
+from lstm_zoo.data.splits import WalkForward
 from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals, level_name
 from lstm_zoo.evaluation.metrics import format_pvalue
 from lstm_zoo.evaluation.pooling import ticker_metrics
@@ -374,7 +376,9 @@ def load_forecaster(path: str | Path, model_class: str | None = None, **override
 
     `overrides` replace hyper-parameters of evaluation only, e.g. interval_levels.
     """
-    path = checkpoint_file(str(path))
+    given, path = path, checkpoint_file(str(path))
+    if Path(str(given)).is_dir():
+        log.info("ckpt_path=%s: its %s (the weights of its published test metrics)", given, Path(path).name)
     checkpoint = load_checkpoint(path)
     class_path = model_class or checkpoint.get("forecaster_class")
     if not class_path:
@@ -390,12 +394,50 @@ def load_forecaster(path: str | Path, model_class: str | None = None, **override
     return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides), data_state
 
 
-def data_for_checkpoint(data: DictConfig, data_state: dict) -> StockDataModule:
-    """`data` (the series and its split) with the layout and scaling a checkpoint's model was trained with."""
-    layout = {k: data_state[k] for k in ("window", "horizon", "features", "target", "target_transform")
-              if k in data_state}
-    datamodule: StockDataModule = instantiate(data, **layout, _convert_="all")
+LAYOUT = ("window", "horizon", "features", "target", "target_transform")  # fixed by a model's trained weights
+
+
+def data_for_checkpoint(data: DictConfig | None, data_state: dict, ckpt: str = "the checkpoint") -> StockDataModule:
+    """The data a checkpoint's model was trained on (its recorded data config, split and scaling), with the fields
+    `data` sets (any value but `???`; but null for the `LAYOUT` fields) in their place, said in one line; a field
+    the weights fix (`LAYOUT`) must equal the checkpoint's. Its validation windows are only those the model never
+    trained on (they calibrate conformal intervals)."""
+    stored = dict(data_state.get("config") or {})  # empty in checkpoints written before they recorded it
+    layout = {k: data_state[k] for k in LAYOUT if k in data_state}
+    raw = {} if data is None else OmegaConf.to_container(data, resolve=True, throw_on_missing=False)
+    target = raw.pop("_target_", "lstm_zoo.data.StockDataModule")
+    given = {k: v for k, v in raw.items() if v != "???" and not (k in LAYOUT and v is None)}  # None: the ckpt's
+    for key in LAYOUT:
+        if key in given and key in layout and given[key] != layout[key]:
+            raise ConfigError(f"data.{key}={given[key]} differs from {ckpt}'s data.{key}={layout[key]}, which its "
+                              f"trained weights fix. Fix: drop data.{key} (the checkpoint's is used), or train a model "
+                              f"with data.{key}={given[key]}.")
+    missing = [k for k, v in raw.items() if v == "???" and k not in stored and k not in layout]
+    if missing:
+        raise ConfigError(f"{ckpt} records no data configuration (written before checkpoints did), so data."
+                          f"{missing[0]} is unknown. Fix: name the data it was trained on, e.g. data=ibm, or data=csv "
+                          "data.path=<its file> (with its split).")
+
+    def same(key: str, value: object) -> bool:
+        if key == "path" and value and stored.get(key):
+            return str(Path(str(value)).expanduser().resolve()) == stored[key]
+        return value == stored.get(key)
+
+    changed = {k: v for k, v in given.items() if k not in LAYOUT and k in stored and not same(k, v)}
+    backtest = data_state.get("backtest")
+    if backtest and ({"train_end", "test_start"} & changed.keys()):
+        log.info("data.train_end/test_start from the command line replace %s's walk-forward fold %s.", ckpt,
+                 backtest.get("fold"))
+        backtest = None
+    if changed:
+        log.info("Data of %s, except from the command line: %s.", ckpt,
+                 "; ".join(f"data.{k}={v} (the checkpoint's: {stored[k]})" for k, v in changed.items()))
+    cls = get_class(target)
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in {**stored, **given, **layout}.items() if k in accepted and k != "backtest"}
+    datamodule: StockDataModule = cls(**kwargs, backtest=WalkForward(**backtest) if backtest else None)
     datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
+    datamodule.trained_until = data_state.get("last_trained_window")  # None: not recorded (older checkpoints)
     return datamodule
 
 
@@ -409,12 +451,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
         model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
                                             interval_levels=list(cfg.interval_levels))
-        datamodule = data_for_checkpoint(cfg.data, data_state)
+        datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
         layout = {k: getattr(datamodule, k) for k in ("window", "horizon", "features", "target", "target_transform")}
         log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
         metrics.update(test_and_write(trainer, model, datamodule, out))
+        if metrics["intervals"] == NO_INTERVALS and datamodule.calibration_note:  # its validation windows: in-sample
+            metrics["intervals"] = datamodule.calibration_note
         metrics.update(split_info(datamodule))
         metrics.update(status="completed", model=type(model).__name__, num_parameters=model.num_parameters,
                        data=datamodule.source, **layout)
@@ -437,7 +481,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
                                         interval_levels=list(cfg.interval_levels))
-    datamodule = data_for_checkpoint(cfg.data, data_state)
+    datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
     x, tickers, histories = datamodule.latest_windows()  # (T, W, F), (T,), {ticker: target history}
     last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
     model.eval()
@@ -446,7 +490,9 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
         point, quantiles = model.prices(forecast, last, tickers, datamodule.to_price)
         try:  # split-conformal needs the validation windows of the training split
             datamodule.setup("predict")
-            calibration, reason = model.validation_errors(datamodule), NO_INTERVALS
+            calibration = model.validation_errors(datamodule)
+            reason = datamodule.calibration_note if calibration is None and datamodule.calibration_note \
+                else NO_INTERVALS
         except DataError as err:
             calibration, reason = None, f"none: no validation windows for conformal intervals ({err})"
     errors, error_tickers = (calibration[0], calibration[2]) if calibration else (None, None)

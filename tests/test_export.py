@@ -26,7 +26,7 @@ def tiny_run(csv: Path, out: Path, *overrides: str) -> Path:
 def scaled_test_windows(run_dir: Path, csv: Path) -> torch.Tensor:
     """Every test window of the run's data, scaled as in training: (N, window, features)."""
     model, state = load_forecaster(run_dir)
-    datamodule = data_for_checkpoint(compose_train(["data=csv", f"data.path={csv}"], run_dir).data, state)
+    datamodule = data_for_checkpoint(None, state)  # the data the checkpoint records: the run's CSV
     datamodule.setup("test")
     return torch.cat([batch[0] for batch in datamodule.test_dataloader()])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -11,6 +12,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from sklearn.preprocessing import MinMaxScaler
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
@@ -33,6 +35,19 @@ from lstm_zoo.data.splits import Period, WalkForward, single_split
 from lstm_zoo.data.windows import TARGET_TRANSFORMS, WindowDataset, make_windows, target_change
 
 log = logging.getLogger(__name__)
+
+
+def plain(value: object) -> object:
+    """Config values as plain Python (lists, dicts, str, int, float, bool, None): checkpoints load weights-only."""
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 class StockDataModule(L.LightningDataModule):
@@ -59,6 +74,8 @@ class StockDataModule(L.LightningDataModule):
                  ticker: str | None = None, tickers: list[str] | str | None = None, sep: str = ",",
                  target_transform: Literal["level", "diff", "log_return"] = "level", adjust: bool = False,
                  date_format: str | None = None, backtest: WalkForward | None = None) -> None:
+        # every argument but the split object, as plain values: checkpoints carry the data the model was trained on
+        self.config = plain({k: v for k, v in locals().items() if k not in ("self", "backtest", "__class__")})
         super().__init__()
         features = list(features) if features is not None else [target]
         for field, value, low in (("window", window, 1), ("horizon", horizon, 1), ("batch_size", batch_size, 1)):
@@ -99,6 +116,10 @@ class StockDataModule(L.LightningDataModule):
         self.period: Period | None = None
         self.windows: dict[str, pd.DataFrame] = {}  # per stage, one row per window: ticker, date (first target), end
         self.datasets: dict[str, WindowDataset] = {}
+        # eval/predict: {ticker: the first target day of the last window the checkpoint's model trained on}; the
+        # validation windows up to it are dropped (conformal calibration needs windows the model never trained on)
+        self.trained_until: dict[str, str] | None = None
+        self.calibration_note: str | None = None  # why there are fewer (or no) calibration windows, when dropped
 
     @property
     def n_features(self) -> int:
@@ -230,11 +251,32 @@ class StockDataModule(L.LightningDataModule):
         self.datasets = {stage: WindowDataset.concat(p) for stage, p in parts.items()}
         self.windows = {stage: pd.concat(frames, ignore_index=True)[["ticker", "date", "end"]]
                         for stage, frames in index.items()}
+        if self.trained_until is not None:
+            self._drop_trained_validation_windows()
         test_days = self.windows["test"]["date"]
         log.info("%s%s: %d train / %d val / %d test windows (train to %s, test %s to %s)", self.source,
                  f" {self.tickers}" if len(self.tickers) > 1 else "", len(self.datasets["train"]),
                  len(self.datasets["val"]), len(self.datasets["test"]), self.period.train_end.date(),
                  test_days.min().date(), test_days.max().date())
+
+    def _drop_trained_validation_windows(self) -> None:
+        """Keep only the validation windows after the checkpoint's last training window of the same ticker (after
+        its last one of any ticker for a series it did not train on): the model never trained on those."""
+        latest = max(pd.Timestamp(d) for d in self.trained_until.values()) if self.trained_until else None
+        windows = self.windows["val"]
+        after = windows["ticker"].map(lambda t: pd.Timestamp(self.trained_until.get(t, latest)) if latest else None)
+        keep = (windows["date"] > after).to_numpy() if latest is not None else np.ones(len(windows), dtype=bool)
+        if keep.all():
+            return
+        self.calibration_note = (f"none: the model trained on all {len(windows)} validation windows of {self.source} "
+                                 f"(its training windows run to {max(self.trained_until.values())}), and conformal "
+                                 "intervals need windows it never saw. Fix: train with data.val_fraction > 0 (and "
+                                 "keep the checkpoint's split), or with model.quantiles") if not keep.any() else \
+            (f"{int(keep.sum())} of {len(windows)} validation windows: the model trained on the others")
+        index = torch.as_tensor(np.flatnonzero(keep), device=self.datasets["val"].x.device)
+        self.datasets["val"] = WindowDataset(*self.datasets["val"][index])
+        self.windows["val"] = windows[keep].reset_index(drop=True)
+        log.warning("conformal calibration: %s", self.calibration_note.removeprefix("none: "))
 
     def _rows(self, frame: pd.DataFrame, where: str, fix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The ticker's training rows, and the rows its test windows read: `window` days before the first test day
@@ -313,6 +355,10 @@ class StockDataModule(L.LightningDataModule):
             return
         loaded = list(self.scalers)
         if len(loaded) == 1 and len(names) == 1:
+            if loaded[0] not in (names[0], "series"):  # "series": a checkpoint from before tickers were recorded
+                warnings.warn(f"{names[0]} is scaled with the scaler fit on {loaded[0]}, the series the model was "
+                              f"trained on: its forecasts assume {names[0]}'s prices behave like {loaded[0]}'s.",
+                              stacklevel=2)
             self.scalers = {names[0]: self.scalers[loaded[0]]}
             change = self.change_scales.get(loaded[0])
             self.change_scales = {} if change is None else {names[0]: change}
@@ -358,7 +404,14 @@ class StockDataModule(L.LightningDataModule):
         if not self.scalers:
             return {}
         names = list(self.scalers)
-        return {"columns": self.columns, "target": self.target, "features": self.features, "window": self.window,
+        trained = self.windows.get("train")
+        # each ticker's last training window (its first target day): calibration windows must come after it
+        last_trained = {} if trained is None or trained.empty else \
+            {t: str(d.date()) for t, d in trained.groupby("ticker")["date"].max().items()}
+        backtest = None if self.backtest is None else plain(dataclasses.asdict(self.backtest))
+        config = {**self.config, "path": str(Path(self.path).expanduser().resolve()) if self.path else None}
+        return {"config": config, "backtest": backtest, "last_trained_window": last_trained,
+                "columns": self.columns, "target": self.target, "features": self.features, "window": self.window,
                 "horizon": self.horizon, "target_transform": self.target_transform, "tickers": names,
                 "data_min": [self.scalers[t].data_min_.tolist() for t in names],
                 "data_max": [self.scalers[t].data_max_.tolist() for t in names],
