@@ -164,7 +164,7 @@ def print_summary(metrics: dict) -> None:
                 "model" if pooled else "The model")
         lines.append(f"{what} {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
                      f"Diebold-Mariano p = {format_pvalue(pvalue)} ({significant} at 5%).")
-    print("\nTest period, in price units:\n" + "\n".join(lines))
+    shown = ["\nTest period, in price units:\n" + "\n".join(lines)]
     names = [k.removeprefix("test/coverage_") for k in metrics if k.startswith("test/coverage_")]
     if names:
         keys = [f"{kind}_{name}" for name in names for kind in ("coverage", "width")] + ["pinball", "crps"]
@@ -172,9 +172,20 @@ def print_summary(metrics: dict) -> None:
         rows = [f"{'':<12} " + " ".join(f"{h:>10}" for h in header)]
         for label, prefix in (("model", "test/"), ("persistence", "test/persistence_")):
             rows.append(f"{label:<12} " + " ".join(cell(metrics.get(prefix + k), 10) for k in keys))
-        print(f"Prediction intervals ({metrics.get('intervals')}; persistence: split-conformal):\n" + "\n".join(rows))
+        shown.append(f"Prediction intervals ({metrics.get('intervals')}; persistence: split-conformal):\n"
+                     + "\n".join(rows))
     elif metrics.get("intervals"):
-        print(f"Prediction intervals: {metrics['intervals']}.")
+        shown.append(f"Prediction intervals: {metrics['intervals']}.")
+    print("\n".join(shown))
+    to_log_files("\n".join(shown))
+
+
+def to_log_files(text: str) -> None:
+    """`text` into the log files (Hydra's train.log) only: the console has it already, from print."""
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (text,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
