@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -275,7 +276,9 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     purge = {"purge_step": plan.purge_step} if plan.purge_step is not None and \
         issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
     logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    # a progress bar in a file (SLURM, nohup, a pipe) is carriage-return garbage: EpochLog's lines tell progress there
+    quiet = {} if sys.stderr.isatty() else {"enable_progress_bar": False}
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **quiet)
     log_experiment(logger, experiment_hparams(cfg, model))
     if plan.checkpoint is not None:
         keep_best_across_folders(trainer, plan.checkpoint)
