@@ -78,7 +78,7 @@ def test_walk_forward_sweep_on_slurm_pools_exactly_as_a_local_sweep(cluster, stu
                                 timeout=300)
         assert report.returncode == 0, report.stderr[-3000:]
     pooled = [pd.read_csv(sweep / "pooled.csv").set_index("config").sort_index() for sweep in (on_slurm, local)]
-    assert list(pooled[0].index) == ["gru", "vanilla"] and (pooled[0]["folds"] == 2).all()
+    assert list(pooled[0].index) == ["gru", "persistence", "vanilla"] and pooled[0].loc["gru", "folds"] == 2
     pd.testing.assert_frame_equal(*pooled)
 
     logs = job_logs(on_slurm)
