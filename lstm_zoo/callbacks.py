@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from pathlib import Path
 
 import lightning as L
@@ -171,3 +172,21 @@ class ModelViews(L.Callback):
         for writer in writers:
             writer.add_figure("test/attention", fig, global_step=trainer.global_step)
         plt.close(fig)
+
+
+class EpochLog(L.Callback):
+    """One log line per epoch (epoch, train and validation loss, seconds), through Python logging: it reaches
+    Hydra's train.log and a non-TTY console (a SLURM or nohup log), which a progress bar never does."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # callbacks run before the module's own on_train_epoch_end logs train/loss_epoch: read its running mean
+        train = pl_module.train_loss.compute() if hasattr(pl_module, "train_loss") else None
+        if not trainer.is_global_zero:
+            return
+        values = {"train/loss": train, "val/loss": trainer.callback_metrics.get("val/loss")}
+        losses = "".join(f", {name} {float(value):.6f}" for name, value in values.items() if value is not None)
+        seconds = time.perf_counter() - getattr(self, "_started", time.perf_counter())
+        log.info("epoch %d/%d%s, %.1f s", trainer.current_epoch + 1, trainer.max_epochs, losses, seconds)

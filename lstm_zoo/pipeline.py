@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -168,7 +169,7 @@ def print_summary(metrics: dict) -> None:
                 "model" if pooled else "The model")
         lines.append(f"{what} {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
                      f"Diebold-Mariano p = {format_pvalue(pvalue)} ({significant} at 5%).")
-    print("\nTest period, in price units:\n" + "\n".join(lines))
+    shown = ["\nTest period, in price units:\n" + "\n".join(lines)]
     names = [k.removeprefix("test/coverage_") for k in metrics if k.startswith("test/coverage_")]
     if names:
         keys = [f"{kind}_{name}" for name in names for kind in ("coverage", "width")] + ["pinball", "crps"]
@@ -176,9 +177,20 @@ def print_summary(metrics: dict) -> None:
         rows = [f"{'':<12} " + " ".join(f"{h:>10}" for h in header)]
         for label, prefix in (("model", "test/"), ("persistence", "test/persistence_")):
             rows.append(f"{label:<12} " + " ".join(cell(metrics.get(prefix + k), 10) for k in keys))
-        print(f"Prediction intervals ({metrics.get('intervals')}; persistence: split-conformal):\n" + "\n".join(rows))
+        shown.append(f"Prediction intervals ({metrics.get('intervals')}; persistence: split-conformal):\n"
+                     + "\n".join(rows))
     elif metrics.get("intervals"):
-        print(f"Prediction intervals: {metrics['intervals']}.")
+        shown.append(f"Prediction intervals: {metrics['intervals']}.")
+    print("\n".join(shown))
+    to_log_files("\n".join(shown))
+
+
+def to_log_files(text: str) -> None:
+    """`text` into the log files (Hydra's train.log) only: the console has it already, from print."""
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (text,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
@@ -290,7 +302,9 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     purge = {"purge_step": plan.purge_step} if plan.purge_step is not None and \
         issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
     logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    # a progress bar in a file (SLURM, nohup, a pipe) is carriage-return garbage: EpochLog's lines tell progress there
+    quiet = {} if sys.stderr.isatty() else {"enable_progress_bar": False}
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **quiet)
     log_experiment(logger, experiment_hparams(cfg, model))
     if isinstance(model, FittedForecaster):  # fit without Lightning epochs
         fit_and_test(cfg, model, datamodule, trainer, out, metrics)

@@ -133,7 +133,7 @@ def test_slurm_launcher_config_composes_with_the_trainer_layout() -> None:
                                           "trainer.num_nodes=2", "hydra.launcher.partition=gpu",
                                           "hydra.launcher.timeout_min=30"], return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher["_target_"] == "hydra_plugins.lstm_zoo_launchers.slurm_launcher.SlurmLauncher"
     assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
     assert (launcher["partition"], launcher["timeout_min"]) == ("gpu", 30)
     instantiate(cfg.hydra.launcher)  # the plugin accepts every field
@@ -141,6 +141,17 @@ def test_slurm_launcher_config_composes_with_the_trainer_layout() -> None:
     assert set(plugins) == {"AtomicCheckpointIO", "SLURMEnvironment"}  # the list replaced cpu.yaml's: both kept
     assert plugins["SLURMEnvironment"].auto_requeue is False
     assert cfg.trainer.strategy._target_ == "lightning.pytorch.strategies.DDPStrategy"
+
+
+def test_slurm_cpu_launcher_asks_for_one_task_with_cpus_and_no_gpu() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=8"],
+                      return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"] == "hydra_plugins.lstm_zoo_launchers.slurm_launcher.SlurmLauncher"
+    assert (launcher["tasks_per_node"], launcher["cpus_per_task"], launcher["gpus_per_node"]) == (1, 8, None)
+    assert cfg.trainer.accelerator == "cpu"
+    instantiate(cfg.hydra.launcher)
 
 
 def test_run_reports_the_best_epochs_validation_rmse(fast_cfg) -> None:

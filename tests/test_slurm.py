@@ -1,0 +1,141 @@
+"""The walk-forward study on a real (throwaway, single-node) SLURM cluster: hydra/launcher=slurm_cpu sweeps,
+pooling, pre-emption with requeue, a job killed by its time limit, and what the job logs show.
+
+Skipped where slurmctld is not installed (apt-get install -y slurm-wlm munge; .ci/run does it). `-m slurm` selects
+them; they share one cluster, so keep them on one worker (pytest-xdist: --dist loadgroup).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import FAST, ROOT, write_prices_csv
+from tests.slurm_cluster import SlurmCluster, missing
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+
+QUIET_OFF = [o for o in FAST if "progress_bar" not in o]  # the progress bar as configured: on
+# one CPU and little memory per job: two jobs at once on the test node's 2 CPUs
+SLURM = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+         "hydra.launcher.timeout_min=10"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    reason = missing()
+    if reason:
+        pytest.skip(f"no SLURM test cluster: {reason}")
+    started = SlurmCluster().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def study_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_prices_csv(tmp_path_factory.mktemp("data") / "prices.csv", start="2018-01-01")
+
+
+def train(cluster: SlurmCluster, *overrides: str, check: bool = True, background: bool = False):
+    env = {**cluster.env, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *overrides]
+    if background:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:] + cluster.logs()
+    return result
+
+
+def job_logs(sweep: Path) -> list[str]:
+    return [p.read_text() for p in sorted(sweep.glob(".submitit/*/*_log.out"))]
+
+
+def walk_forward(csv: Path) -> list[str]:
+    return ["backtest=walk_forward", "backtest.n_folds=2", "backtest.fold=range(2)", "model=vanilla,gru",
+            "data=csv", f"data.path={csv}", *QUIET_OFF, "model.num_layers=1"]
+
+
+def test_walk_forward_sweep_on_slurm_pools_exactly_as_a_local_sweep(cluster, study_csv, tmp_path):
+    on_slurm, local = tmp_path / "slurm", tmp_path / "local"
+    result = train(cluster, *walk_forward(study_csv), *SLURM, f"hydra.sweep.dir={on_slurm}")
+    shown = result.stdout + result.stderr  # accounting is off: job states come from squeue, said once
+    assert "Bypassing sacct error" not in shown and shown.count("job states come from squeue") == 1, shown
+    train(cluster, *walk_forward(study_csv), f"hydra.sweep.dir={local}")  # the basic launcher, in this process
+    for sweep in (on_slurm, local):
+        report = subprocess.run([sys.executable, "scripts/compare.py", str(sweep), "--reps", "100"], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                                timeout=300)
+        assert report.returncode == 0, report.stderr[-3000:]
+    pooled = [pd.read_csv(sweep / "pooled.csv").set_index("config").sort_index() for sweep in (on_slurm, local)]
+    assert list(pooled[0].index) == ["gru", "persistence", "vanilla"] and pooled[0].loc["gru", "folds"] == 2
+    pd.testing.assert_frame_equal(*pooled)
+
+    logs = job_logs(on_slurm)
+    assert len(logs) == 4
+    for text in logs:  # what a user reads in each job's SLURM log: one line per epoch and the final table
+        assert len(re.findall(r"epoch 1/1, train/loss [\d.]+, val/loss [\d.]+", text)) == 1, text[-2000:]
+        assert "Test period, in price units:" in text
+        assert "\r" not in text and "it/s]" not in text  # no progress bar
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(cluster, study_csv, tmp_path):
+    job = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.max_epochs=6",
+           "model.num_layers=1"]
+    sweep = tmp_path / "requeued"
+    sweeping = train(cluster, *job, *SLURM, f"hydra.sweep.dir={sweep}", background=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(sweep.glob("*/checkpoints/last.ckpt")):  # the first epoch is done: pre-empt the job
+            assert sweeping.poll() is None and time.monotonic() < deadline, sweeping.stdout.read()[-3000:]
+            time.sleep(0.5)
+        (job_id,) = [p.name for p in sweep.glob(".submitit/*") if p.name.isdigit()]
+        requeue = cluster.scontrol("requeue", job_id)
+        assert requeue.returncode == 0, requeue.stderr
+        output, _ = sweeping.communicate(timeout=600)
+    finally:
+        sweeping.kill()
+    assert sweeping.returncode == 0, output[-4000:]
+    (folder,) = [p.parent for p in sweep.glob("*/metrics.json")]
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["epochs"] == 6
+    (log,) = job_logs(sweep)
+    assert "resuming this configuration's interrupted run" in log  # the same job folder, from its checkpoint
+    assert "epoch 6/6" in log
+
+    reference = tmp_path / "uninterrupted"
+    train(cluster, *job, f"hydra.sweep.dir={reference}")
+    (expected,) = [json.loads(p.read_text()) for p in reference.glob("*/metrics.json")]
+    assert {k: v for k, v in record.items() if k.startswith("test/")} == \
+        {k: v for k, v in expected.items() if k.startswith("test/")}
+
+
+def test_a_job_killed_by_its_time_limit_is_recorded_and_a_rerun_runs_only_what_is_missing(cluster, study_csv,
+                                                                                          tmp_path):
+    sweep = tmp_path / "limited"
+    jobs = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "model.num_layers=1",
+            "trainer.max_epochs=1,400", f"hydra.sweep.dir={sweep}"]
+    # SLURM sends submitit's pre-timeout signal up to 60 s early: a 2-minute limit leaves the short job time to end
+    limited = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+               "hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0", "hydra.launcher.signal_delay_s=1"]
+    first = train(cluster, *jobs, *limited, check=False)
+    assert first.returncode == 1, (first.stdout + first.stderr)[-4000:]
+    records = sorted((json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")), key=lambda r: r["status"])
+    assert [r["status"] for r in records] == ["completed", "failed"], records
+    assert re.search("TIMEOUT|timed-out", records[1]["error"]), records[1]  # the reason, in the job's record
+
+    second = train(cluster, *jobs, *limited, check=False)  # the same command: only the failed job is submitted
+    shown = second.stdout + second.stderr
+    assert second.returncode == 1 and shown.count("holds its completed run: not submitted again") == 1, shown[-4000:]
+    logs = job_logs(sweep)
+    assert len(logs) == 3 and "resuming this configuration's failed run" in logs[-1]
