@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -60,8 +61,9 @@ def test_the_study_config_stops_early_and_has_a_fixed_sweep_folder() -> None:
 
 
 def test_a_plateau_stops_a_walk_forward_fold_early(tickers_csv: Path, tmp_path: Path) -> None:
-    """lr=0: val/loss never improves after the first epoch, so patience 5 stops the fold after 6 of 20 epochs."""
-    metrics = run(fold_cfg(tickers_csv, tmp_path / "run", "trainer.max_epochs=20", "optimizer.lr=0.0",
+    """lr=1e-30 leaves the float32 weights unchanged, so val/loss never improves after the first epoch: patience 5
+    stops the fold after 6 of its 20 epochs."""
+    metrics = run(fold_cfg(tickers_csv, tmp_path / "run", "trainer.max_epochs=20", "model.optimizer.lr=1e-30",
                            "trainer.limit_train_batches=2"))
     assert metrics["status"] == "completed" and metrics["epochs"] == 6 and len(metrics["timing"]["epochs"]) == 6
 
@@ -141,3 +143,40 @@ def test_the_study_command_run_twice_skips_its_completed_jobs(tickers_csv: Path,
     for job in jobs:  # not trained again: the record (and its timing) is the first run's
         assert json.loads((sweep / job / "metrics.json").read_text())["timing"] == recorded[job]["timing"]
         assert "holds a completed run of this configuration" in (sweep / job / "train.log").read_text()
+
+
+def write_job(sweep: Path, name: str, model: str, fold: int, seconds: float) -> None:
+    """A job folder as train.py leaves it, with only what study_cost reads."""
+    hydra_dir = sweep / name / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"seed": 0, "data": {"target_transform": "level"}, "backtest": {"fold": fold}}),
+                   hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"model": model}}}}), hydra_dir / "hydra.yaml")
+    parts = {part: 0.0 for part in PARTS} | {"startup": 1.0, "train": seconds - 1.0}
+    (sweep / name / "metrics.json").write_text(json.dumps({"status": "completed", "epochs": 3, "timing": {
+        **parts, "wall": seconds, "epochs": []}}))
+
+
+def test_study_cost_projects_the_whole_sweep_from_its_measured_jobs(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("study_cost", ROOT / "scripts" / "study_cost.py")
+    study_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study_cost)
+    sweep = tmp_path / "study"
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": {"model": "vanilla,gru",
+                                                                      "backtest.fold": "range(3)"}},
+                                               "overrides": {"task": ["seed=0", "hydra.sweep.dir=x"]}}}),
+                   tmp_path / "multirun.yaml")
+    sweep.mkdir()
+    (tmp_path / "multirun.yaml").rename(sweep / "multirun.yaml")
+    for name, model, fold, seconds in (("a", "vanilla", 0, 10.0), ("b", "vanilla", 1, 20.0), ("c", "gru", 0, 30.0)):
+        write_job(sweep, name, model, fold, seconds)
+    (sweep / "d").mkdir()  # a job that never started: no timing, not measured
+    numbers = study_cost.main([str(sweep), "--jobs", "2"])
+    # planned in sweep order: vanilla folds 0, 1, 2 (its mean, 15), gru folds 0, 1, 2 (gru's only job, 30 each)
+    assert numbers["measured_jobs"] == 3 and numbers["measured_job_seconds"] == 60.0
+    assert numbers["planned_jobs"] == 6 and numbers["projected_job_seconds"] == 10 + 20 + 15 + 3 * 30
+    assert numbers["projected_wall_seconds"] == 80.0  # worker 1: 10, 15, 30, 30 ... the queue as joblib runs it
+    assert study_cost.main([str(sweep), "--jobs", "1"])["projected_wall_seconds"] == 135.0
+    assert study_cost.main([str(sweep), "--jobs", "1", "--total-jobs", "4"])["projected_job_seconds"] == 80.0
+    printed = capsys.readouterr().out
+    assert "fold 0" in printed and "vanilla" in printed and "6 jobs" in printed
