@@ -137,6 +137,9 @@ def test_the_study_command_run_twice_skips_its_completed_jobs(tickers_csv: Path,
     assert jobs == ["vanilla_level_seed0_fold0", "vanilla_level_seed0_fold1"]
     recorded = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in jobs}
     assert all(r["status"] == "completed" for r in recorded.values())
+    cost = study_cost_script().main([str(sweep), "--jobs", "2"])  # the command line narrowed the experiment's lists
+    assert cost["planned_jobs"] == cost["measured_jobs"] == 2
+    assert cost["measured_job_seconds"] == sum(r["timing"]["wall"] for r in recorded.values())
     second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs
@@ -157,10 +160,15 @@ def write_job(sweep: Path, name: str, model: str, fold: int, seconds: float) -> 
         **parts, "wall": seconds, "epochs": []}}))
 
 
-def test_study_cost_projects_the_whole_sweep_from_its_measured_jobs(tmp_path: Path, capsys) -> None:
+def study_cost_script():
     spec = importlib.util.spec_from_file_location("study_cost", ROOT / "scripts" / "study_cost.py")
-    study_cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study_cost)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_cost_projects_the_whole_sweep_from_its_measured_jobs(tmp_path: Path, capsys) -> None:
+    study_cost = study_cost_script()
     sweep = tmp_path / "study"
     OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": {"model": "vanilla,gru",
                                                                       "backtest.fold": "range(3)"}},
