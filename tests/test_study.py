@@ -137,6 +137,7 @@ def test_the_study_command_run_twice_skips_its_completed_jobs(tickers_csv: Path,
     assert jobs == ["vanilla_level_seed0_fold0", "vanilla_level_seed0_fold1"]
     recorded = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in jobs}
     assert all(r["status"] == "completed" for r in recorded.values())
+    assert all("time: " in (sweep / job / "train.log").read_text() for job in jobs)  # the breakdown, in its log
     cost = study_cost_script().main([str(sweep), "--jobs", "2"])  # the command line narrowed the experiment's lists
     assert cost["planned_jobs"] == cost["measured_jobs"] == 2
     assert cost["measured_job_seconds"] == sum(r["timing"]["wall"] for r in recorded.values())
