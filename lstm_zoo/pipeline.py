@@ -6,7 +6,6 @@ import inspect
 import logging
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -42,6 +41,8 @@ from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files, resume_command
 from lstm_zoo.models import FittedForecaster, Forecaster
 from lstm_zoo.records import RunRecord, code_version, read_record, write_json
+from lstm_zoo.refit import refit_checkpoint, refit_fold
+from lstm_zoo.timing import EpochTimer, Stopwatch, describe, process_age
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +195,14 @@ def to_log_files(text: str) -> None:
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
-                   ckpt_path: str | None = None) -> dict[str, float]:
+                   ckpt_path: str | None = None, clock: Stopwatch | None = None) -> dict[str, float]:
     """Test `model` (with the weights of `ckpt_path` if given), write predictions.csv; returns the test/ metrics."""
     with warnings.catch_warnings():  # under DDP the process group is still up while rank 0 tests alone
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
         # verbose=False: Lightning's table shows float32 values (a tiny p-value as 0.0); print_summary follows
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
+    if clock is not None:
+        clock.lap("test")
     # float64 from the model, not Lightning's float32 callback_metrics (tiny p-values would become 0)
     metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics,
                "intervals": model.interval_method}
@@ -228,6 +231,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     Re-running is resuming: the run folder decides how the run starts (`lstm_zoo.lifecycle.plan_run`), and
     metrics.json says `running` (with a heartbeat) until it says `completed`, `failed` or `interrupted`.
     """
+    clock = Stopwatch(startup=process_age())
     route_lightning_logs_to_hydra()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +254,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     record = RunRecord(out, plan.config_id, plan.ckpt_path, write=rank_zero)
     metrics: dict = {"status": "running"}
     try:
-        train_and_test(cfg, out, plan, metrics)
+        train_and_test(cfg, out, plan, metrics, clock)
         record.finish("completed", metrics)
         return metrics
     except SIGTERMException as err:  # a SystemExit with no code: it would exit 0 and hide the interruption
@@ -291,14 +295,16 @@ def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]
     return metrics
 
 
-def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> None:
-    """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`."""
+def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock: Stopwatch) -> None:
+    """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`,
+    with where the time went under `timing` (`lstm_zoo.timing`)."""
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
     model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
                                     window=datamodule.window, interval_levels=cfg.interval_levels, _convert_="all")
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    epoch_timer = EpochTimer()
+    callbacks = [*(instantiate(c) for c in cfg.callbacks.values() if c is not None), epoch_timer]
     purge = {"purge_step": plan.purge_step} if plan.purge_step is not None and \
         issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
     logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
@@ -307,26 +313,34 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **quiet)
     log_experiment(logger, experiment_hparams(cfg, model))
     if isinstance(model, FittedForecaster):  # fit without Lightning epochs
-        fit_and_test(cfg, model, datamodule, trainer, out, metrics)
+        fit_and_test(cfg, model, datamodule, trainer, out, metrics, clock)
         return
     if plan.checkpoint is not None:
         keep_best_across_folders(trainer, plan.checkpoint)
 
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*exists and is not empty")  # resuming in the run's own folder
-        trainer.fit(model, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
-    metrics.update(train_seconds=time.perf_counter() - started, epochs=trainer.current_epoch,
+    started = clock.lap("build")
+    reused = refit_checkpoint(cfg, out) if plan.ckpt_path is None else None  # backtest.refit_every > 1
+    if reused is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*exists and is not empty")  # resuming in its own folder
+            trainer.fit(model, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
+    else:
+        log.info("backtest.refit_every=%d: fold %d forecasts with the model of fold %d's completed job, %s (no "
+                 "training).", cfg.backtest.refit_every, cfg.backtest.fold, refit_fold(cfg), reused)
+        datamodule.setup("fit")
+        metrics.update(refit_from=str(reused))
+    metrics.update(train_seconds=clock.lap("fit_other") - started, epochs=trainer.current_epoch,
                    optimizer_steps=trainer.global_step,
                    windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
+    clock.split_fit(started, epoch_timer)
     validated = cfg.data.val_fraction > 0
     last_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if validated and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
+    if validated and reused is None and not all(math.isfinite(last_val.get(k, 0.0)) for k in ("val/loss", "val/rmse")):
         raise FloatingPointError(f"validation loss is {last_val.get('val/loss')} after epoch "
                                  f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
                                  "trainer.gradient_clip_val=1.0.")  # sweepers can't rank NaN
     ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
-    best = ranking.best_model_path if ranking else ""
+    best = str(reused) if reused else ranking.best_model_path if ranking else ""
     tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
     distributed = trainer.world_size > 1
     # ddp_spawn: this (parent) process is outside the process group, and validating through `trainer` would spawn
@@ -340,11 +354,12 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
     scored = validator.callback_metrics if tested else trainer.callback_metrics
     metrics.update({k: float(v) for k, v in scored.items() if k.startswith("val/")})
     metrics.update(tested_weights="best" if tested else "last")  # the weights test/* describe
+    clock.lap("best_validation")
     if distributed and not trainer.is_global_zero:  # rank 0 tests on the whole test set and writes the run's files
         return
     if cfg.test:
         tester = single_device_tester(trainer) if distributed else trainer
-        metrics.update(test_and_write(tester, model, datamodule, out, ckpt_path=tested))
+        metrics.update(test_and_write(tester, model, datamodule, out, ckpt_path=tested, clock=clock))
     metrics.update(split_info(datamodule))
     metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=best or None)
     logger.log_metrics({"hp/val_rmse": metrics.get("val/rmse", math.nan),
@@ -352,30 +367,35 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict) -> Non
                         "hp/test_skill": metrics.get("test/skill", math.nan)}, step=trainer.global_step)
     if trainer.is_global_zero and cfg.test:
         print_summary(metrics)
+    clock.lap("write")
+    metrics["timing"] = clock.record(epoch_timer)
+    log.info(describe(metrics["timing"]))
 
 
 def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockDataModule, trainer: L.Trainer,
-                 out: Path, metrics: dict) -> None:
+                 out: Path, metrics: dict, clock: Stopwatch) -> None:
     """A model fit in one pass (lstm_zoo.models.baselines): `model.fit` on the training windows instead of
     `trainer.fit`, its fitted values saved as checkpoints/last.ckpt, then validated and tested like any model."""
     if trainer.world_size > 1:
         raise ConfigError(f"{type(model).__name__} is fit in one pass on one process, not by a distributed trainer. "
                           "Fix: trainer.devices=1 trainer.strategy=auto.")
-    started = time.perf_counter()
+    started = clock.lap("build")
     datamodule.setup("fit")
+    clock.lap("data")
     model.fit(datamodule)
     checkpoint = out / "checkpoints" / "last.ckpt"
     model.save_fitted(checkpoint, datamodule.state_dict())
-    metrics.update(train_seconds=time.perf_counter() - started, epochs=0, optimizer_steps=0,
+    metrics.update(train_seconds=clock.lap("train") - started, epochs=0, optimizer_steps=0,
                    windows={stage: len(dataset) for stage, dataset in datamodule.datasets.items()})
     if len(datamodule.datasets["val"]):  # val/loss and val/rmse, as sweepers and leaderboards read them
         with warnings.catch_warnings():  # a model without trainable parameters: nothing to warn about
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    clock.lap("validation")
     metrics.update(tested_weights="fitted")
     if cfg.test:
-        metrics.update(test_and_write(trainer, model, datamodule, out))
+        metrics.update(test_and_write(trainer, model, datamodule, out, clock=clock))
     metrics.update(split_info(datamodule))
     metrics.update(model=type(model).__name__, num_parameters=model.num_parameters, best_checkpoint=str(checkpoint))
     if trainer.logger is not None:
@@ -383,6 +403,9 @@ def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockData
                                     for k in ("val/rmse", "test/rmse", "test/skill")}, step=0)
     if cfg.test:
         print_summary(metrics)
+    clock.lap("write")
+    metrics["timing"] = clock.record()
+    log.info(describe(metrics["timing"]))
 
 
 def load_forecaster(path: str | Path, model_class: str | None = None, **overrides) -> tuple[Forecaster, dict]:

@@ -67,6 +67,11 @@ class WalkForward:
     row (expanding window, `train_years: null`) or, sliding, on Jan 1 `train_years` years before the test year
     (`test_days`: `train_years` years before the training period's end).
     A run is one fold (`fold`), so a sweep over `backtest.fold` distributes the folds like any other jobs.
+
+    `refit_every` r > 1 refits the model only every r folds (darts' `retrain`, NeuralForecast's `refit`): fold k
+    trains on the training period of fold r * (k // r), its refit fold, and forecasts its own test period, reading
+    the days in between as known inputs. Training, validation split and scaling are the refit fold's, so fold k's
+    model is the refit fold's model (`lstm_zoo.refit` reuses that job's checkpoint when it has finished).
     """
 
     fold: int = 0
@@ -76,6 +81,7 @@ class WalkForward:
     train_years: int | None = None
     gap_days: int = 0
     end: str | None = None
+    refit_every: int = 1
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, optional: bool = False) -> None:
@@ -91,6 +97,7 @@ class WalkForward:
         integer("test_days", 1, optional=True)
         integer("train_years", 1, optional=True)
         integer("gap_days", 0)
+        integer("refit_every", 1)
         if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < self.n_folds:
             raise DataError(f"backtest.fold={self.fold!r} is out of range: with backtest.n_folds={self.n_folds} it "
                             f"must be an integer in 0..{self.n_folds - 1}. Fix: 'backtest.fold=range("
@@ -139,6 +146,16 @@ class WalkForward:
                                   f"fold {k} (test {test_start.date()} to {test_end.date()})"))
         return periods
 
+    @property
+    def refit_fold(self) -> int:
+        """The fold whose training period this fold's model is fit on: the last refit at or before this fold."""
+        return self.refit_every * (self.fold // self.refit_every)
+
     def period(self, calendar: pd.DatetimeIndex, source: str = "data") -> Period:
-        """This run's fold."""
-        return self.folds(calendar, source)[self.fold]
+        """This run's fold: its test period, with the training period of its refit fold."""
+        folds = self.folds(calendar, source)
+        own, refit = folds[self.fold], folds[self.refit_fold]
+        if refit is own:
+            return own
+        return Period(refit.train_start, refit.train_end, own.test_start, own.test_end,
+                      f"{own.label}, the model of fold {self.refit_fold}'s training period")
