@@ -80,10 +80,13 @@ def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
     except ImportError:
         raise ConfigError("format=onnx needs the `export` extra (onnx, onnxruntime, onnxscript). Fix: "
                           "pip install -e '.[export]'") from None
-    quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:  # their INFO lines (one per optimisation pass) would flood the console and the log
-        logger.setLevel(logging.WARNING)
+    # their INFO lines (one per optimisation pass) would flood the console and the log; the exporter's registry
+    # warns once per torchvision operator that torchvision is not installed, which an lstm_zoo model never uses
+    quiet = {"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING, "torch.onnx": logging.WARNING,
+             "torch.onnx._internal.exporter._registration": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it prints its progress
             # nn.LSTM re-assigns its flat weight list in forward; torch.export warns, and the export is still exact
@@ -93,8 +96,8 @@ def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
                                         output_names=["forecast"], verbose=False,
                                         dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     finally:
-        for logger, level in zip(quiet, levels):
-            logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     program.save(str(path))
 
 

@@ -76,6 +76,8 @@ def route_lightning_logs_to_hydra() -> None:
     logging.captureWarnings(True)
     # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Lightning's hint to start with `srun` wherever that command exists: lstm_zoo's SLURM launchers submit the jobs
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
 def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFrame:
