@@ -124,7 +124,21 @@ def experiment_hparams(cfg: DictConfig, model: Forecaster) -> dict:
     for group in ("model", "data", "backtest"):
         if cfg.get(group) is not None:
             leaves(OmegaConf.to_container(cfg[group], resolve=True), group)
-    return params
+    leading = leading_hparams()
+    return {(name[0].upper() + name[1:] if name in leading else name): value for name, value in params.items()}
+
+
+def leading_hparams() -> set[str]:
+    """The HPARAMS names a reader looks for first: model, seed and, in a sweep, the swept fields.
+
+    TensorBoard lists the hyper-parameters whose values differ first, then by name; over `--logdir outputs` nearly
+    every field differs somewhere, so these names start with a capital letter (`Model`, `Seed`,
+    `Data/target_transform`), which sorts before every lower-case one.
+    """
+    swept = []
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        swept = [o.split("=", 1)[0].lstrip("+~").replace(".", "/") for o in HydraConfig.get().overrides.task]
+    return {"model", "seed", *swept}
 
 
 def log_experiment(logger, params: dict) -> None:

@@ -14,13 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, ROOT, compose_train
+from conftest import CONF, FAST, ROOT, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lstm_zoo.models import RNNForecaster
-from lstm_zoo.pipeline import DropLightningNoise, run
+from lstm_zoo.pipeline import DropLightningNoise, experiment_hparams, run
 
 
 def tensorboard_tags(log_dir) -> set[str]:
@@ -75,7 +78,7 @@ def logged_hparams(log_dir) -> set[str]:
 def test_hparams_tab_lists_the_fields_that_define_an_experiment_only(fast_cfg, tmp_path):
     run(fast_cfg("model=gru", "optimizer=adam", "scheduler=cosine"))
     names = logged_hparams(tmp_path / "run" / "tensorboard")
-    assert {"experiment", "model", "optimizer", "scheduler", "seed", "trainer/max_epochs", "trainer/precision",
+    assert {"experiment", "Model", "optimizer", "scheduler", "Seed", "trainer/max_epochs", "trainer/precision",
             "model/hidden_size", "model/num_layers", "model/dropout", "model/init", "model/cell",
             "model/optimizer/lr", "model/scheduler/T_max", "model/num_parameters", "data/window", "data/features",
             "data/target", "data/target_transform", "data/train_end", "data/batch_size"} <= names
@@ -85,6 +88,22 @@ def test_hparams_tab_lists_the_fields_that_define_an_experiment_only(fast_cfg, t
     assert noise == []
     # no per-run experiment summary: TensorBoard builds one from all runs and lists the differing values first
     assert "_hparams_/experiment" not in tensorboard_tags(tmp_path / "run" / "tensorboard")
+    assert sorted(names)[:2] == ["Model", "Seed"]  # TensorBoard's order among fields that differ: by name
+
+
+def test_hparams_of_a_sweep_job_list_model_seed_and_the_swept_fields_first(prices_csv) -> None:
+    cfg = compose_train(["data=csv", f"data.path={prices_csv}", "data.window=10"])
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        hydra_cfg = compose("train", overrides=["data.target_transform=diff", "seed=1"], return_hydra_config=True)
+    hydra_cfg.hydra.mode = RunMode.MULTIRUN
+    hydra_cfg.hydra.overrides.task = ["data.target_transform=diff", "seed=1"]
+    HydraConfig.instance().set_config(hydra_cfg)
+    try:
+        names = sorted(experiment_hparams(cfg, RNNForecaster(hidden_size=4, num_layers=1, window=10)))
+    finally:
+        HydraConfig.instance().cfg = None
+    assert names[:3] == ["Data/target_transform", "Model", "Seed"]
+    assert "data/target_transform" not in names and "data/window" in names
 
 
 def test_console_shows_no_cloud_logger_tip_and_no_flops_but_keeps_warnings(fast_cfg, caplog, capsys):
