@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CONF, FAST, ROOT, write_tickers_csv
+from conftest import CONF, FAST, cli, write_tickers_csv
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -134,15 +131,10 @@ def test_a_walk_forward_sweep_and_its_comparison(tmp_path: Path) -> None:
     """The issue's command on a two-ticker file: 3 folds x 2 models, then compare.py's tables and statistics."""
     csv = write_tickers_csv(tmp_path / "all_stocks.csv", start="2016-01-01")
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    train = subprocess.run([sys.executable, "train.py", "-m", "backtest=walk_forward", "backtest.n_folds=3",
-                            "backtest.fold=range(3)", "model=vanilla,gru", "data=csv", f"data.path={csv}",
-                            "data.tickers=[AAA,BBB]", *FAST, "model.num_layers=1", f"hydra.sweep.dir={sweep}"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert train.returncode == 0, train.stderr[-3000:]
-    report = subprocess.run([sys.executable, "scripts/compare.py", str(sweep), "--reps", "200"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stderr[-3000:]
+    cli("train.py", ["-m", "backtest=walk_forward", "backtest.n_folds=3", "backtest.fold=range(3)", "model=vanilla,gru",
+                     "data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]", *FAST, "model.num_layers=1",
+                     f"hydra.sweep.dir={sweep}"], timeout=600, check=True)
+    report = cli("scripts/compare.py", [str(sweep), "--reps", "200"], check=True)
     for heading in ("## Pooled over folds and tickers", "## Skill per fold", "## Per ticker", "at 10% (90% "
                     "confidence)", "at 25% (75% confidence)", "over the 2 configuration(s) tried: p = "):
         assert heading in report.stdout, heading

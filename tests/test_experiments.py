@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONF, FAST, ROOT, compose_train, write_prices_csv
+from conftest import CONF, FAST, cli, compose_train, read_metrics, write_prices_csv
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
@@ -41,14 +39,6 @@ def sweep_jobs(experiment: str) -> list[list[str]]:
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         jobs = [[*job, f"{override.key_or_group}={v}"] for job in jobs for v in values]
     return jobs
-
-
-def run_cli(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
 
 
 @pytest.mark.parametrize(("experiment", "n_jobs", "models", "n_seeds"),
@@ -191,15 +181,12 @@ def test_load_forecaster_refuses_non_checkpoints_and_crafted_pickles(tmp_path: P
     assert not marker.exists()
 
 
-def read_metrics(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
-
-
 @pytest.mark.slow
-def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(prices_csv: Path, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    run_cli("train.py", "-m", "data=csv", f"data.path={prices_csv}", *FAST, "model=vanilla", "seed=0,1",
-            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
+def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(real_sweep: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"  # a copy of the shared joblib sweep (model=vanilla,gru x 2 seeds): this test edits it
+    shutil.copytree(real_sweep, sweep)
+    for gru in sweep.glob("*model-gru*"):
+        shutil.rmtree(gru)
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert len(runs) == 2
     rmses = [json.loads((r / "metrics.json").read_text())["test/rmse"] for r in runs]
@@ -231,8 +218,8 @@ def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(prices_csv: P
 @pytest.mark.slow
 def test_optuna_search_records_the_best_trial(prices_csv: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "optuna"
-    run_cli("train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "data=csv",
-            f"data.path={prices_csv}", *FAST, f"hydra.sweep.dir={sweep}")
+    cli("train.py", ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "data=csv", f"data.path={prices_csv}",
+                     *FAST, f"hydra.sweep.dir={sweep}"], check=True, timeout=600)
     trials = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert len(trials) == 2 and all(t["status"] == "completed" for t in trials)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

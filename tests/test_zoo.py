@@ -26,9 +26,7 @@ from lstm_zoo.models import (
     SLSTMForecaster,
 )
 from lstm_zoo.pipeline import run
-from tests.conftest import CONF, FAST, compose_train
-
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+from tests.helpers import CONF, FAST, MODELS, compose_train
 
 
 def model_from_config(name: str, **overrides) -> nn.Module:
@@ -389,19 +387,24 @@ def tensorboard_tags(run_dir) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("horizon", [1, 5])
-def test_every_model_trains_and_tests_through_the_pipeline(fast_cfg, tmp_path, name: str, horizon: int):
-    metrics = run(fast_cfg(f"model={name}", f"data.horizon={horizon}", "trainer.limit_train_batches=4",
-                       "trainer.log_every_n_steps=1"))
+def test_every_model_trains_and_tests_through_the_pipeline(trained_run, name: str):
+    run_dir, metrics = trained_run(name)  # horizon 2 (conftest.SHARED_RUN); horizon 1 below and in most other runs
     assert metrics["status"] == "completed"
     assert math.isfinite(metrics["test/rmse"]) and math.isfinite(metrics["test/persistence_rmse"])
-    assert ("test/rmse_step5" in metrics) == (horizon == 5)
-    frame = pd.read_csv(tmp_path / "run" / "predictions.csv")
-    assert ("predicted_t+5" in frame) == (horizon == 5) and frame.notna().all().all()
-    tags = tensorboard_tags(tmp_path / "run")
+    assert "test/rmse_step2" in metrics and "test/rmse_step3" not in metrics
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    assert "predicted_t+2" in frame and "predicted_t+3" not in frame and frame.notna().all().all()
+    tags = tensorboard_tags(run_dir)
     assert "model/num_parameters" in tags["scalars"]
     assert ("test/attention" in tags["images"]) == (name == "attention")
     assert any(t.startswith("peephole/") for t in tags["histograms"]) == (name == "peephole")
+
+
+def test_a_one_step_run_has_no_multi_step_columns(fast_cfg, tmp_path):
+    metrics = run(fast_cfg("model=vanilla"))
+    assert metrics["status"] == "completed" and math.isfinite(metrics["test/rmse"])
+    assert not any(k.startswith("test/rmse_step") for k in metrics)
+    assert not any(c.startswith("predicted_t+") for c in pd.read_csv(tmp_path / "run" / "predictions.csv"))
 
 
 @pytest.mark.parametrize("name", ["min_lstm", "slstm"])  # min_gru shares min_lstm's function

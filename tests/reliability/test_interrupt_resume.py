@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_prices_csv
-from reliability_helpers import TINY, read_metrics, train_cli
+from reliability_helpers import TINY
 
 from lstm_zoo.records import effective_status
+from tests.helpers import cli, read_metrics
 
 EPOCHS = 3
 
@@ -32,7 +33,7 @@ def args(workdir: Path, run_dir: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(workdir: Path) -> dict:
-    result = train_cli(args(workdir, "full"), workdir)
+    result = cli("train.py", args(workdir, "full"), workdir)
     assert result.returncode == 0, result.stdout[-3000:]
     return read_metrics(workdir / "full")
 
@@ -42,7 +43,7 @@ def uninterrupted(workdir: Path) -> dict:
 def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupted: dict, signum: str,
                                                       exit_code: int) -> None:
     # interrupt after epoch 1 (0-based) has ended: its last.ckpt is on disk
-    stopped = train_cli(args(workdir, f"stopped_{signum}", "+callbacks.stop._target_=reliability_helpers."
+    stopped = cli("train.py", args(workdir, f"stopped_{signum}", "+callbacks.stop._target_=reliability_helpers."
                              "SignalAfterEpoch", "+callbacks.stop.epoch=1", f"+callbacks.stop.signum={signum}"),
                         workdir)
     run_dir = workdir / f"stopped_{signum}"
@@ -53,7 +54,7 @@ def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupt
 
     # resume from its last.ckpt, into a new run folder, without the callback that stopped it: with a different
     # configuration, a checkpoint file (a run folder would be refused as another configuration's run)
-    resumed = train_cli(args(workdir, f"resumed_{signum}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"),
+    resumed = cli("train.py", args(workdir, f"resumed_{signum}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"),
                         workdir)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     metrics = read_metrics(workdir / f"resumed_{signum}")
@@ -77,7 +78,7 @@ def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Pat
                    "+callbacks.kill.instants=[batch:0:1,write:1:last.ckpt,batch:2:1,test]")
 
     def again(step: str) -> str:
-        result = train_cli(command, workdir)
+        result = cli("train.py", command, workdir)
         assert result.returncode == -9, f"{step}: {result.stdout[-3000:]}"  # killed where planned
         record = read_metrics(run_dir)
         assert record["status"] == "running" and effective_status(record)[0] == "interrupted"  # dead, not running
@@ -96,7 +97,7 @@ def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Pat
     output = again("during testing")
     assert "skipping a torn or unreadable checkpoint" in output and (checkpoints / f"{newest.name}.torn").exists()
 
-    finished = train_cli(command, workdir)
+    finished = cli("train.py", command, workdir)
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert len(list(marks.iterdir())) == 4  # every planned kill happened
     metrics = read_metrics(run_dir)
