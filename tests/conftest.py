@@ -23,6 +23,7 @@ from tests.helpers import (  # noqa: E402, F401  (re-exported: tests import thes
     compose_entry,
     compose_train,
     read_metrics,
+    sweep_jobs,
     write_prices_csv,
     write_tickers_csv,
 )
@@ -91,6 +92,7 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory, session_csv: Path) -> P
 MULTIPROCESS = ("test_ddp_cpu.py", "test_interrupt_resume.py", "test_sweep_failures.py")  # DDP ranks, joblib workers
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's `--dist loadgroup`: the tests of one session-scoped run (trained_run, real_sweep)
     share one worker, so it is trained once; tests that start several training processes at once run one after

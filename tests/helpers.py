@@ -74,6 +74,27 @@ def compose_entry(name: str, overrides: list[str], output_dir: Path) -> DictConf
         return compose(name, overrides=[*overrides, f"output_dir={output_dir}"])
 
 
+def sweep_jobs(experiment: str) -> list[list[str]]:
+    """The override lists of every job `python train.py -m experiment=<name>` launches (cartesian product), with a
+    `glob(*)` over a config group expanded to that group's files, as Hydra's sweeper does."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    jobs: list[list[str]] = [[]]
+    for override in OverridesParser.create().parse_overrides(params):
+        if isinstance(override.value(), Glob):
+            values = override.value().filter(sorted(p.stem for p in (CONF / override.key_or_group).glob("*.yaml")))
+        elif override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.value()]
+        jobs = [[*job, f"{override.key_or_group}={v}"] for job in jobs for v in values]
+    return jobs
+
+
 def cli(script: str, args: Sequence[str] = (), cwd: Path = ROOT, timeout: float = 300, env: dict | None = None,
         check: bool = False) -> subprocess.CompletedProcess:
     """`python <script> <args>` (train.py, eval.py, scripts/compare.py...) in `cwd`, stdout and stderr together in

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CONF, FAST, cli, write_tickers_csv
+from conftest import CONF, FAST, MODELS, cli, sweep_jobs, write_tickers_csv
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lstm_zoo.evaluation.backtest import backtest_tables
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue
@@ -117,10 +115,8 @@ def test_backtest_tables_pool_per_seed_and_judge_on_the_seed_mean_loss() -> None
 def test_walk_forward_experiment_sweeps_models_targets_seeds_and_eight_folds() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=walk_forward"], return_hydra_config=True)
-    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
-    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
-    models = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-    assert len(jobs) == len(models) * 2 * 3 * 8
+    jobs = sweep_jobs("walk_forward")  # model: glob(*) expanded as Hydra's sweeper does
+    assert len(jobs) == len(MODELS) * 2 * 3 * 8 and {f"model={m}" for m in MODELS} <= {o for job in jobs for o in job}
     assert {f"backtest.fold={k}" for k in range(8)} | {"data.target_transform=diff", "seed=2"} <= \
         {o for job in jobs for o in job}
     assert list(cfg.data.tickers) == ["AAPL", "GOOG", "IBM", "MSFT"] and cfg.backtest.n_folds == 8
