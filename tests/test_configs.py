@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import CONF, compose_train
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.models import Forecaster
@@ -74,3 +75,12 @@ def test_callbacks_and_logger_instantiate_into_the_run_folder(tmp_path):
 def test_a_misspelled_key_fails_at_composition(tmp_path):
     with pytest.raises(Exception, match="hiden_size"):
         compose_train(["model.hiden_size=3"], tmp_path)
+
+
+@pytest.mark.parametrize("data", sorted(p.stem for p in (CONF / "data").glob("*.yaml") if p.stem not in ("ibm", "csv")))
+def test_data_configs_inherit_ibm_and_keep_only_their_differences(data):
+    own = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{data}.yaml"))
+    base = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "ibm.yaml"))
+    assert own["defaults"] == ["ibm", "_self_"]
+    same = [k for k in own if k != "defaults" and k in base and own[k] == base[k]]
+    assert not same, f"conf/data/{data}.yaml repeats data=ibm's {same}"
