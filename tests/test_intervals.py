@@ -26,9 +26,8 @@ from lstm_zoo.evaluation.intervals import (
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.models import RNNForecaster
 from lstm_zoo.pipeline import predict, run
-from tests.conftest import CONF, FAST, compose_entry, compose_train
+from tests.helpers import CONF, FAST, MODELS, compose_entry, compose_train
 
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 QUANTILES = [0.1, 0.5, 0.9]
 
 
