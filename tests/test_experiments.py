@@ -204,7 +204,8 @@ def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(real_sweep: P
 def test_optuna_search_records_the_best_trial(prices_csv: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "optuna"
     cli("train.py", ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "data=csv", f"data.path={prices_csv}",
-                     *FAST, f"hydra.sweep.dir={sweep}"], check=True, timeout=600)
+                     *FAST, "data.window=10", "model.hidden_size=8",  # fixed on the command line: not searched
+                     f"hydra.sweep.dir={sweep}"], check=True, timeout=600)
     trials = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert len(trials) == 2 and all(t["status"] == "completed" for t in trials)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
