@@ -47,10 +47,26 @@ def fast_cfg(tmp_path: Path, prices_csv: Path):
     return make
 
 
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """The folder `name`, made by `build(folder)` once per test session: under pytest-xdist the workers share it
+    (the first builds it under a file lock, the others wait and read it)."""
+    from filelock import FileLock  # a dependency of torch
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the session's folder
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def session_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`prices_csv`'s file, written once for the session's shared runs."""
-    return write_prices_csv(tmp_path_factory.mktemp("data") / "prices.csv")
+    return build_once(tmp_path_factory, "session_data", lambda d: write_prices_csv(d / "prices.csv")) / "prices.csv"
 
 
 SHARED_RUN = ["data.horizon=2", "trainer.log_every_n_steps=1"]  # what every shared run adds to FAST
@@ -62,16 +78,11 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, session_csv: Path):
     SHARED_RUN on `session_csv`; the zoo, export, predict and interval tests read it and must not write into it."""
     from lstm_zoo.pipeline import run
 
-    runs: dict[tuple[str, ...], tuple[Path, dict]] = {}
-
     def get(name: str, *extra: str) -> tuple[Path, dict]:
-        key = (name, *extra)
-        if key not in runs:
-            out = tmp_path_factory.mktemp(f"run_{name}")
-            metrics = run(compose_train(["data=csv", f"data.path={session_csv}", *FAST, *SHARED_RUN, f"model={name}",
-                                         *extra], out))
-            runs[key] = (out, metrics)
-        return runs[key]
+        key = "_".join([name, *extra]).translate(str.maketrans("=[],.", "-____"))
+        out = build_once(tmp_path_factory, f"run_{key}", lambda d: run(compose_train(
+            ["data=csv", f"data.path={session_csv}", *FAST, *SHARED_RUN, f"model={name}", *extra], d)))
+        return out, read_metrics(out)
 
     return get
 
@@ -83,10 +94,11 @@ SWEEP = ["model=vanilla,gru", "seed=1,2", "data.features=[High,Low]", "data.hori
 def real_sweep(tmp_path_factory: pytest.TempPathFactory, session_csv: Path) -> Path:
     """A real `train.py -m` sweep, run once per session under the joblib launcher (2 workers): SWEEP's 4 jobs on
     `session_csv` with FAST. Tests read it; one that writes into it works on a copy."""
-    root = tmp_path_factory.mktemp("real_sweep")
-    cli("train.py", ["-m", *SWEEP, "data=csv", f"data.path={session_csv}", *FAST, "hydra/launcher=joblib",
-                     "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"], cwd=root, timeout=600, check=True)
-    return root / "sweep"
+    def sweep(root: Path) -> None:
+        cli("train.py", ["-m", *SWEEP, "data=csv", f"data.path={session_csv}", *FAST, "hydra/launcher=joblib",
+                         "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"], cwd=root, timeout=600, check=True)
+
+    return build_once(tmp_path_factory, "real_sweep", sweep) / "sweep"
 
 
 MULTIPROCESS = ("test_ddp_cpu.py", "test_interrupt_resume.py", "test_sweep_failures.py")  # DDP ranks, joblib workers
