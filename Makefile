@@ -1,10 +1,13 @@
-# `make train` runs the default job, `make test` the test suite; both create .venv on first use.
+# `make train` runs the default job; `make test` the fast tests (the inner loop), `make test-full` every test (CI).
+# All create .venv on first use. JOBS: pytest-xdist workers (tests/conftest.py gives each one torch thread).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
+JOBS ?= 2
+PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadgroup
 
-.PHONY: train test bench lint clean
+.PHONY: train test test-full bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +20,10 @@ train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
+
+test-full: $(VENV)/.installed
+	$(PYTEST) $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) scripts/benchmark.py $(ARGS)

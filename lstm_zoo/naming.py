@@ -28,6 +28,5 @@ def job_folder_name(override_dirname: str, limit: int = 160) -> str:
 
 
 def register_resolvers() -> None:
-    """`${job_folder:...}` for conf/hydra/default.yaml; `shorten` is kept for configs written before it."""
+    """`${job_folder:...}` for conf/hydra/default.yaml."""
     OmegaConf.register_new_resolver("job_folder", job_folder_name, replace=True)
-    OmegaConf.register_new_resolver("shorten", lambda text, n=100: str(text)[: int(n)], replace=True)

@@ -424,7 +424,7 @@ def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockData
     log.info(describe(metrics["timing"]))
 
 
-def load_forecaster(path: str | Path, model_class: str | None = None, **overrides) -> tuple[Forecaster, dict]:
+def load_forecaster(path: str | Path, **overrides) -> tuple[Forecaster, dict]:
     """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only.
 
     `overrides` replace hyper-parameters of evaluation only, e.g. interval_levels.
@@ -433,10 +433,10 @@ def load_forecaster(path: str | Path, model_class: str | None = None, **override
     if Path(str(given)).is_dir():
         log.info("ckpt_path=%s: its %s (the weights of its published test metrics)", given, Path(path).name)
     checkpoint = load_checkpoint(path)
-    class_path = model_class or checkpoint.get("forecaster_class")
+    class_path = checkpoint.get("forecaster_class")
     if not class_path:
-        raise CheckpointError(f"{path}: names no model class (saved before checkpoints recorded it). "
-                              "Fix: model_class=lstm_zoo.models.RNNForecaster (the class that trained it).")
+        raise CheckpointError(f"{path}: names no model class, so it was not written by lstm_zoo's train.py. "
+                              "Fix: ckpt_path=<a run folder of train.py, or its checkpoints/*.ckpt>.")
     cls = get_class(class_path)
     if not issubclass(cls, Forecaster):
         raise CheckpointError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
@@ -502,8 +502,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics: dict = {"status": "running", "ckpt_path": str(cfg.ckpt_path)}
     try:
         L.seed_everything(cfg.seed, workers=True)
-        model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
-                                            interval_levels=list(cfg.interval_levels))
+        model, data_state = load_forecaster(cfg.ckpt_path, interval_levels=list(cfg.interval_levels))
         datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
         layout = {k: getattr(datamodule, k) for k in ("window", "horizon", "features", "target", "target_transform")}
         log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
@@ -532,8 +531,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     route_lightning_logs_to_hydra()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"),
-                                        interval_levels=list(cfg.interval_levels))
+    model, data_state = load_forecaster(cfg.ckpt_path, interval_levels=list(cfg.interval_levels))
     datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
     x, tickers, histories = datamodule.latest_windows()  # (T, W, F), (T,), {ticker: target history}
     last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
@@ -575,7 +573,7 @@ def export(cfg: DictConfig) -> dict:
     check_format(cfg.format)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, data_state = load_forecaster(cfg.ckpt_path, cfg.get("model_class"))
+    model, data_state = load_forecaster(cfg.ckpt_path)
     info = export_forecaster(model, data_state, cfg.format, out)
     difference, shapes = info["parity_max_abs_diff"], f"{info['input']['shape']} -> {info['output']['shape']}"
     if not difference <= 1e-4:

@@ -1,88 +1,42 @@
-"""Shared fixtures: a small synthetic price CSV in the tutorial's format, and composed Hydra configs."""
+"""Shared fixtures: a small synthetic price CSV, composed Hydra configs, and one trained run per model for the session.
+
+The helpers themselves live in tests/helpers.py (importable as `tests.helpers`, or `conftest` for older tests)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import numpy as np
-import pandas as pd
-import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per pytest-xdist worker and per subprocess it starts
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-FAST = ["trainer.max_epochs=1", "data.window=10", "model.hidden_size=8",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+from pathlib import Path  # noqa: E402
 
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-def recurrent_models() -> list[str]:
-    """conf/model names of the recurrent zoo: every model config but the baselines (lstm_zoo.models.baselines)."""
-    from hydra.utils import get_class
-    from omegaconf import OmegaConf
+from tests.helpers import (  # noqa: E402, F401  (re-exported: tests import these from conftest)
+    CONF,
+    FAST,
+    MODELS,
+    ROOT,
+    cli,
+    compose_entry,
+    compose_train,
+    fitted_models,
+    read_metrics,
+    recurrent_models,
+    sweep_jobs,
+    write_prices_csv,
+    write_tickers_csv,
+)
 
-    configs = {p.stem: OmegaConf.load(p) for p in (CONF / "model").glob("*.yaml")}
-    return sorted(name for name, cfg in configs.items()  # without _target_: an alias (lstm = stacked)
-                  if "_target_" in cfg and get_class(cfg._target_).__module__ != "lstm_zoo.models.baselines")
-
-
-def write_prices_csv(path: Path, start: str = "2020-01-01", end: str = "2022-12-31", seed: int = 0,
-                     dirty: bool = False, name: str = "IBM") -> Path:
-    """Business-day OHLCV random walk in the tutorial's format (Date,Open,High,Low,Close,Volume,Name).
-
-    With dirty=True it also carries the tutorial file's defects: empty Open/Low cells on one day and a
-    trailing `-1,,,,,,` line.
-    """
-    dates = pd.bdate_range(start, end)
-    rng = np.random.default_rng(seed)
-    close = 100 + np.cumsum(rng.normal(0, 1, len(dates)))
-    frame = pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "Open": close + rng.normal(0, 0.3, len(dates)),
-                          "High": close + 1 + rng.random(len(dates)), "Low": close - 1 - rng.random(len(dates)),
-                          "Close": close, "Volume": rng.integers(1_000_000, 5_000_000, len(dates)), "Name": name})
-    frame = frame.round(2).astype({"Open": object, "Low": object})
-    if dirty:
-        frame.loc[len(frame) // 2, ["Open", "Low"]] = ""
-    frame.to_csv(path, index=False)
-    if dirty:
-        with path.open("a") as f:
-            f.write("-1,,,,,,\n")
-    return path
-
-
-def write_tickers_csv(path: Path, levels: dict[str, float] | None = None, start: str = "2015-01-01",
-                      end: str = "2022-12-31", seed: int = 0) -> Path:
-    """Several tickers in one file (the layout of the tutorial's all_stocks CSV): geometric random walks whose price
-    levels differ as much as real stocks do (default AAA near 500, BBB near 25), on the same business days."""
-    dates = pd.bdate_range(start, end)
-    rng = np.random.default_rng(seed)
-    frames = []
-    for name, level in (levels or {"AAA": 500.0, "BBB": 25.0}).items():
-        close = level * np.exp(np.cumsum(rng.normal(0, 0.015, len(dates))))
-        frames.append(pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "Open": close * (1 + rng.normal(0, 0.003,
-                                    len(dates))), "High": close * (1.01 + 0.01 * rng.random(len(dates))),
-                                    "Low": close * (0.99 - 0.01 * rng.random(len(dates))), "Close": close,
-                                    "Volume": rng.integers(1_000_000, 5_000_000, len(dates)), "Name": name}))
-    pd.concat(frames).round(4).to_csv(path, index=False)
-    return path
+torch.set_num_threads(1)
 
 
 @pytest.fixture
 def prices_csv(tmp_path: Path) -> Path:
     """Three years of clean synthetic prices: train 2020-2021, test 2022 by default."""
     return write_prices_csv(tmp_path / "prices.csv")
-
-
-def compose_train(overrides: list[str] | None = None, output_dir: Path | None = None) -> DictConfig:
-    """`conf/train.yaml` composed as `python train.py <overrides>` would, with outputs in `output_dir`."""
-    extra = [f"output_dir={output_dir}"] if output_dir is not None else []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*(overrides or []), *extra])
-
-
-def compose_entry(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """conf/<name>.yaml (eval, predict, export) composed as its entry point would, with outputs in `output_dir`."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(name, overrides=[*overrides, f"output_dir={output_dir}"])
 
 
 @pytest.fixture
@@ -93,3 +47,75 @@ def fast_cfg(tmp_path: Path, prices_csv: Path):
         return compose_train(["data=csv", f"data.path={prices_csv}", *FAST, *overrides], tmp_path / "run")
 
     return make
+
+
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """The folder `name`, made by `build(folder)` once per test session: under pytest-xdist the workers share it
+    (the first builds it under a file lock, the others wait and read it)."""
+    from filelock import FileLock  # a dependency of torch
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the session's folder
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def session_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`prices_csv`'s file, written once for the session's shared runs."""
+    return build_once(tmp_path_factory, "session_data", lambda d: write_prices_csv(d / "prices.csv")) / "prices.csv"
+
+
+SHARED_RUN = ["data.horizon=2", "trainer.log_every_n_steps=1"]  # what every shared run adds to FAST
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, session_csv: Path):
+    """Factory: the run folder of `model=<name>` (+ `extra` overrides) trained once per session with FAST and
+    SHARED_RUN on `session_csv`; the zoo, export, predict and interval tests read it and must not write into it."""
+    from lstm_zoo.pipeline import run
+
+    def get(name: str, *extra: str) -> tuple[Path, dict]:
+        key = "_".join([name, *extra]).translate(str.maketrans("=[],.", "-____"))
+        out = build_once(tmp_path_factory, f"run_{key}", lambda d: run(compose_train(
+            ["data=csv", f"data.path={session_csv}", *FAST, *SHARED_RUN, f"model={name}", *extra], d)))
+        return out, read_metrics(out)
+
+    return get
+
+
+SWEEP = ["model=vanilla,gru", "seed=1,2", "data.features=[High,Low]", "data.horizon=2"]  # the shared sweep's axes
+
+
+@pytest.fixture(scope="session")
+def real_sweep(tmp_path_factory: pytest.TempPathFactory, session_csv: Path) -> Path:
+    """A real `train.py -m` sweep, run once per session under the joblib launcher (2 workers): SWEEP's 4 jobs on
+    `session_csv` with FAST. Tests read it; one that writes into it works on a copy."""
+    def sweep(root: Path) -> None:
+        result = cli("train.py", ["-m", *SWEEP, "data=csv", f"data.path={session_csv}", *FAST,
+                                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"],
+                     cwd=root, timeout=600, check=True)
+        (root / "sweep" / "console.log").write_text(result.stdout)  # what the sweep printed, for tests to read
+
+    return build_once(tmp_path_factory, "real_sweep", sweep) / "sweep"
+
+
+MULTIPROCESS = ("test_ddp_cpu.py", "test_interrupt_resume.py", "test_sweep_failures.py")  # DDP ranks, joblib workers
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup`: the tests of one session-scoped run (trained_run, real_sweep)
+    share one worker, so it is trained once; tests that start several training processes at once run one after
+    the other on one worker, so two of them never share the 2 cores."""
+    for item in items:
+        shared = [f for f in ("real_sweep", "trained_run") if f in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+        elif item.path.name in MULTIPROCESS or "joblib" in item.name:
+            item.add_marker(pytest.mark.xdist_group("multiprocess"))

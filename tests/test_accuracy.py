@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -22,7 +19,7 @@ from lstm_zoo.data import DataError, StockDataModule, add_derived_features, clea
 from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics
 from lstm_zoo.evaluation.metrics import compare_with_persistence, diebold_mariano, directional_accuracy, format_pvalue
 from lstm_zoo.models import Forecaster
-from tests.conftest import FAST, ROOT, compose_train
+from tests.helpers import FAST, ROOT, cli, compose_train
 
 TRANSFORMS = ["level", "diff", "log_return"]
 ALL_DERIVED = ["range", "gap", "log_volume", "return"]
@@ -319,10 +316,7 @@ def test_beat_persistence_sweep_reports_skill_and_diebold_mariano(tmp_path: Path
     overrides = ["experiment=beat_persistence", "data=csv", f"data.path={prices_csv}", "model=gru", "seed=0,1",
                  "data.target_transform=diff", "data.features=[High,range,gap]", *FAST, "model.num_layers=1",
                  "callbacks.early_stopping.patience=1", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's lstm_zoo, also for scripts/ensemble.py
-    done = subprocess.run([sys.executable, "train.py", "-m", *overrides], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    cli("train.py", ["-m", *overrides], check=True)
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert len(runs) == 2
     for run in runs:
@@ -332,8 +326,6 @@ def test_beat_persistence_sweep_reports_skill_and_diebold_mariano(tmp_path: Path
             assert math.isfinite(metrics[key])
         assert metrics["test/skill"] == pytest.approx(1 - metrics["test/rmse"] / metrics["test/persistence_rmse"],
                                                       abs=1e-5)
-    table = subprocess.run([sys.executable, "scripts/ensemble.py", str(sweep)], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=120)
-    assert table.returncode == 0, table.stderr[-3000:]
+    table = cli("scripts/ensemble.py", [str(sweep)], check=True)
     row = table.stdout.strip().splitlines()[-1].split("|")
     assert row[1].strip() == "all" and row[2].strip() == "2"  # one configuration, its two seeds averaged

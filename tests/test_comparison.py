@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +12,8 @@ import pytest
 import statsmodels.api as sm
 import torch
 from arch.bootstrap import SPA, StationaryBootstrap
-from conftest import CONF, FAST, ROOT, recurrent_models, write_tickers_csv
+from conftest import CONF, FAST, MODELS, cli, fitted_models, recurrent_models, sweep_jobs, write_tickers_csv
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from lstm_zoo.evaluation.backtest import backtest_tables, main
@@ -270,10 +265,15 @@ def test_compare_lists_a_folder_of_single_runs_one_row_per_run(tmp_path: Path) -
 def test_walk_forward_experiment_sweeps_models_targets_seeds_and_eight_folds() -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=walk_forward"], return_hydra_config=True)
-    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
-    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)[0]
-    models = recurrent_models()
-    assert len(jobs) == len(models) * 2 * 3 * 8
+    jobs = sweep_jobs("walk_forward")  # model: glob(...) expanded as Hydra's sweeper does
+    trained = sorted(set(MODELS) - set(fitted_models()))  # the recurrent models and dlinear: 3 seeds each
+    assert set(recurrent_models()) < set(trained)
+    assert len(jobs) == len(trained) * 2 * 3 * 8 and {f"model={m}" for m in trained} == {o for job in jobs for o in job
+                                                                                       if o.startswith("model=")}
+    baselines = sweep_jobs("walk_forward_baselines")  # deterministic: one seed, into the same study folder
+    assert len(baselines) == len(fitted_models()) * 2 * 8 and {o for job in baselines for o in job
+                                                                 if o.startswith(("model=", "seed="))} == \
+        {*(f"model={m}" for m in fitted_models()), "seed=0"}
     assert {f"backtest.fold={k}" for k in range(8)} | {"data.target_transform=diff", "seed=2"} <= \
         {o for job in jobs for o in job}
     assert list(cfg.data.tickers) == ["AAPL", "GOOG", "IBM", "MSFT"] and cfg.backtest.n_folds == 8
@@ -284,15 +284,10 @@ def test_a_walk_forward_sweep_and_its_comparison(tmp_path: Path) -> None:
     """The issue's command on a two-ticker file: 3 folds x 2 models, then compare.py's tables and statistics."""
     csv = write_tickers_csv(tmp_path / "all_stocks.csv", start="2016-01-01")
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    train = subprocess.run([sys.executable, "train.py", "-m", "backtest=walk_forward", "backtest.n_folds=3",
-                            "backtest.fold=range(3)", "model=vanilla,gru", "data=csv", f"data.path={csv}",
-                            "data.tickers=[AAA,BBB]", *FAST, "model.num_layers=1", f"hydra.sweep.dir={sweep}"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert train.returncode == 0, train.stderr[-3000:]
-    report = subprocess.run([sys.executable, "scripts/compare.py", str(sweep), "--reps", "200"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stderr[-3000:]
+    cli("train.py", ["-m", "backtest=walk_forward", "backtest.n_folds=3", "backtest.fold=range(3)", "model=vanilla,gru",
+                     "data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]", *FAST, "model.num_layers=1",
+                     f"hydra.sweep.dir={sweep}"], timeout=600, check=True)
+    report = cli("scripts/compare.py", [str(sweep), "--reps", "200"], check=True)
     for heading in ("## Pooled over folds and tickers", "## Skill per fold", "## Per ticker", "at 10% (90% "
                     "confidence)", "at 25% (75% confidence)", "over the 2 configuration(s) tried: p = "):
         assert heading in report.stdout, heading

@@ -11,6 +11,7 @@ from conftest import CONF, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from lstm_zoo.checks import ConfigError, check_config
 from lstm_zoo.data import StockDataModule
@@ -122,3 +123,13 @@ def test_model_lstm_is_the_tutorials_stacked_lstm(tmp_path):
     assert type(a) is type(b) and a.num_parameters == 71_051
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert compose_train(["model=lstm", "model.hidden_size=8"], tmp_path).model.hidden_size == 8  # overrides apply
+
+
+@pytest.mark.parametrize("data", sorted(p.stem for p in (CONF / "data").glob("*.yaml")
+                                        if p.stem not in ("ibm", "csv", "checkpoint")))  # checkpoint: eval/predict
+def test_data_configs_inherit_ibm_and_keep_only_their_differences(data):
+    own = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{data}.yaml"))
+    base = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "ibm.yaml"))
+    assert own["defaults"] == ["ibm", "_self_"]
+    same = [k for k in own if k != "defaults" and k in base and own[k] == base[k]]
+    assert not same, f"conf/data/{data}.yaml repeats data=ibm's {same}"

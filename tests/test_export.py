@@ -12,14 +12,13 @@ import torch
 
 from lstm_zoo.export import FORMATS, run_exported
 from lstm_zoo.pipeline import data_for_checkpoint, export, load_forecaster, predict, run
-from tests.conftest import FAST, compose_entry, compose_train, recurrent_models
+from tests.helpers import FAST, compose_entry, compose_train, recurrent_models
 
 MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
 
 
 def tiny_run(csv: Path, out: Path, *overrides: str) -> Path:
-    run(compose_train(["data=csv", f"data.path={csv}", *FAST, "trainer.limit_train_batches=2", "data.horizon=2",
-                       *overrides], out))
+    run(compose_train(["data=csv", f"data.path={csv}", *FAST, "data.horizon=2", *overrides], out))
     return out
 
 
@@ -48,22 +47,23 @@ def check_parity(run_dir: Path, csv: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
-def test_every_model_exports_and_predicts_matching_pytorch_on_the_test_windows(name, prices_csv, tmp_path):
-    run_dir = tiny_run(prices_csv, tmp_path / "run", f"model={name}")
-    check_parity(run_dir, prices_csv, tmp_path)
-    frame = predict(compose_entry("predict", [f"ckpt_path={run_dir}", "data=csv", f"data.path={prices_csv}"],
+def test_every_model_exports_and_predicts_matching_pytorch_on_the_test_windows(name, trained_run, session_csv,
+                                                                               tmp_path):
+    run_dir = trained_run(name)[0]  # horizon 2
+    check_parity(run_dir, session_csv, tmp_path)
+    frame = predict(compose_entry("predict", [f"ckpt_path={run_dir}", "data=csv", f"data.path={session_csv}"],
                                   tmp_path / "predict"))
     assert len(frame) == 2 and frame.notna().all().all()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["vanilla", "encoder_decoder"])  # a linear head, and a head unrolled step by step
-def test_quantile_heads_export_their_ordered_quantiles(name, prices_csv, tmp_path):
-    run_dir = tiny_run(prices_csv, tmp_path / "run", f"model={name}", "model.quantiles=[0.1,0.5,0.9]")
-    check_parity(run_dir, prices_csv, tmp_path)
+def test_quantile_heads_export_their_ordered_quantiles(name, trained_run, session_csv, tmp_path):
+    run_dir = trained_run(name, "model.quantiles=[0.1,0.5,0.9]")[0]  # horizon 2
+    check_parity(run_dir, session_csv, tmp_path)
     layout = json.loads((tmp_path / "onnx" / "model.json").read_text())
     assert layout["output"]["shape"] == ["batch", 2, 3] and layout["output"]["median_index"] == 1
-    got = run_exported(tmp_path / "onnx" / "model.onnx", "onnx", scaled_test_windows(run_dir, prices_csv))
+    got = run_exported(tmp_path / "onnx" / "model.onnx", "onnx", scaled_test_windows(run_dir, session_csv))
     assert (np.diff(got, axis=-1) >= 0).all()
 
 

@@ -26,9 +26,10 @@ from lstm_zoo.evaluation.intervals import (
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.models import RNNForecaster
 from lstm_zoo.pipeline import predict, run
-from tests.conftest import CONF, FAST, compose_entry, compose_train, recurrent_models
+from tests.helpers import CONF, FAST, compose_entry, compose_train, recurrent_models
 
 MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
+
 QUANTILES = [0.1, 0.5, 0.9]
 
 

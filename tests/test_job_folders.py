@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lstm_zoo.naming import job_folder_name
-from tests.conftest import FAST, ROOT
+from tests.helpers import FAST, cli
 
 
 @pytest.mark.parametrize("overrides, folder", [
@@ -32,49 +29,39 @@ def test_job_folder_names_parse_unquoted_in_an_override(overrides, folder):
     assert long[0] == job_folder_name("seed-1_" + "model.hidden_size-8_" * 20)  # and deterministic
 
 
-def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, f"{script} {args}:\n{result.stdout[-3000:]}{result.stderr[-5000:]}"
-    return result
-
-
 @pytest.mark.slow
-def test_a_path_copied_from_a_real_sweep_works_in_eval_predict_export_and_resume(prices_csv, tmp_path):
-    cli("train.py", "-m", "model=vanilla", "seed=1,2", "data=csv", f"data.path={prices_csv}", *FAST,
-        "data.features=[High,Low]", "data.horizon=2", "trainer.limit_train_batches=2", "hydra.sweep.dir=sweep",
-        cwd=tmp_path)
-    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert len(jobs) == 2 and jobs[0].startswith("0_") and jobs[1].startswith("1_")
+def test_a_path_copied_from_a_real_sweep_works_in_eval_predict_export_and_resume(real_sweep, session_csv, tmp_path):
+    jobs = sorted(p.name for p in real_sweep.iterdir() if p.is_dir())  # model=vanilla,gru x seed=1,2 (conftest.SWEEP)
+    assert len(jobs) == 4 and [j[:2] for j in jobs] == ["0_", "1_", "2_", "3_"]
     assert not any(c in "".join(jobs) for c in "=,[]'\" ")
     assert "data.features-High+Low" in jobs[1] and "model-vanilla" in jobs[1] and "seed-2" in jobs[1]
-    run = f"sweep/{jobs[1]}"  # relative, as a user copies it from `ls`
-    data = ["data=csv", f"data.path={prices_csv}"]
+    run = os.path.relpath(real_sweep / jobs[1], tmp_path)  # relative, as a user copies it from `ls`
+    data = ["data=csv", f"data.path={session_csv}"]
 
-    cli("eval.py", f"ckpt_path={run}/checkpoints/last.ckpt", *data, "hydra.run.dir=eval", cwd=tmp_path)
+    cli("eval.py", [f"ckpt_path={run}/checkpoints/last.ckpt", *data, "hydra.run.dir=eval"], cwd=tmp_path, check=True)
     scored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     trained = json.loads((tmp_path / run / "metrics.json").read_text())
     assert scored["status"] == "completed" and scored["test/rmse"] == pytest.approx(trained["test/rmse"], rel=1e-6)
 
-    out = cli("predict.py", f"ckpt_path={run}", *data, "hydra.run.dir=predict", cwd=tmp_path).stdout
+    out = cli("predict.py", [f"ckpt_path={run}", *data, "hydra.run.dir=predict"], cwd=tmp_path, check=True).stdout
     forecast = pd.read_csv(tmp_path / "predict" / "forecast.csv")
     assert forecast["date"].tolist() == ["2023-01-03", "2023-01-04"]  # XNYS: 2023-01-02 was a holiday
     assert "split-conformal from" in out and "lower_80" in out
 
     for fmt, file in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
-        cli("export.py", f"ckpt_path={run}/checkpoints/last.ckpt", f"format={fmt}", f"hydra.run.dir=export_{fmt}",
-            cwd=tmp_path)
+        cli("export.py", [f"ckpt_path={run}/checkpoints/last.ckpt", f"format={fmt}", f"hydra.run.dir=export_{fmt}"],
+            cwd=tmp_path, check=True)
         assert (tmp_path / f"export_{fmt}" / file).stat().st_size > 0
         assert json.loads((tmp_path / f"export_{fmt}" / "model.json").read_text())["parity_max_abs_diff"] < 1e-5
 
-    same = ["model=vanilla", *data, *FAST, "data.features=[High,Low]", "data.horizon=2",
-            "trainer.limit_train_batches=2"]
-    cli("train.py", f"ckpt_path={run}/checkpoints/last.ckpt", *same, "trainer.max_epochs=2", "hydra.run.dir=resumed",
-        cwd=tmp_path)  # a checkpoint file: continue from its weights under this configuration
+    same = ["model=vanilla", *data, *FAST, "data.features=[High,Low]", "data.horizon=2"]
+    # a checkpoint file: continue from its weights under this configuration
+    cli("train.py", [f"ckpt_path={run}/checkpoints/last.ckpt", *same, "trainer.max_epochs=2", "hydra.run.dir=resumed"],
+        cwd=tmp_path, check=True)
     resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
-    cli("train.py", f"ckpt_path={run}", *same, "seed=2", "hydra.run.dir=again", cwd=tmp_path)  # the run folder
+    cli("train.py", [f"ckpt_path={run}", *same, "seed=2", "hydra.run.dir=again"], cwd=tmp_path,
+        check=True)  # the run folder
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["status"] == "completed" and again["test/rmse"] == trained["test/rmse"]  # its recorded results
 
@@ -95,13 +82,10 @@ def test_only_a_folder_holding_nothing_but_hydras_files_is_removed(tmp_path):
 
 @pytest.mark.slow
 def test_a_command_that_fails_before_writing_anything_leaves_no_folder(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for script, args in (("predict.py", [f"ckpt_path={tmp_path / 'nope'}"]), ("export.py", ["format=tflite"])):
-        result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 1 and "Error: " in result.stdout + result.stderr, result.stderr[-3000:]
+        result = cli(script, args, cwd=tmp_path)
+        assert result.returncode == 1 and "Error: " in result.stdout, result.stdout[-3000:]
         assert not list((tmp_path / "outputs").rglob("*.log")), script  # its timestamped folder is gone
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "model.dropout=2"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = cli("train.py", ["model.dropout=2"], cwd=tmp_path)
     (run,) = (tmp_path / "outputs" / "runs").iterdir()  # a training run keeps its folder, with the record of why
     assert result.returncode == 1 and json.loads((run / "metrics.json").read_text())["status"] == "failed"

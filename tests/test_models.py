@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from lstm_zoo.checks import ConfigError
 from lstm_zoo.models import RNNForecaster
 from tests.conftest import compose_train
 
@@ -77,7 +78,7 @@ def test_overfits_one_small_batch(cell):
 
 
 def test_out_of_range_dropout_is_refused():
-    with pytest.raises(ValueError, match=r"model.dropout=1.0 is out of range"):
+    with pytest.raises(ConfigError, match=r"model.dropout=1.0 is out of range"):
         RNNForecaster(dropout=1.0)
 
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
-import sys
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONF, FAST, ROOT, compose_train
+from conftest import CONF, FAST, cli, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -163,32 +160,23 @@ def test_persistence_is_scored_on_the_same_days_as_the_model(fast_cfg, tmp_path)
     np.testing.assert_allclose(predictions["persistence"].iloc[1:], predictions["actual"].iloc[:-1], rtol=1e-5)
 
 
-def train_cli(*args: str, cwd=ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.mark.slow
 def test_train_py_prints_the_model_beside_persistence(prices_csv, tmp_path):
-    result = train_cli("data=csv", f"data.path={prices_csv}", *FAST, f"hydra.run.dir={tmp_path}/single")
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = cli("train.py", ["data=csv", f"data.path={prices_csv}", *FAST, f"hydra.run.dir={tmp_path}/single"])
+    assert result.returncode == 0, result.stdout[-3000:]
     assert "persistence" in result.stdout and "RMSE" in result.stdout
     assert (tmp_path / "single" / ".hydra" / "config.yaml").exists()
     assert json.loads((tmp_path / "single" / "metrics.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.slow
-def test_a_multirun_puts_each_model_in_its_own_folder(prices_csv, tmp_path):
-    result = train_cli("-m", "model=vanilla,gru", "data=csv", f"data.path={prices_csv}", *FAST,
-                       f"hydra.sweep.dir={tmp_path}/sweep")
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
-    assert len(runs) == 2
-    assert runs[0].startswith("0_") and "model-vanilla" in runs[0]
-    assert runs[1].startswith("1_") and "model-gru" in runs[1]
+def test_a_multirun_puts_each_model_in_its_own_folder(real_sweep):
+    runs = sorted(p.parent.name for p in real_sweep.glob("*/metrics.json"))  # model=vanilla,gru x seed=1,2
+    assert len(runs) == 4
+    assert runs[0].startswith("0_") and "model-vanilla" in runs[0] and "model-vanilla" in runs[1]
+    assert runs[2].startswith("2_") and "model-gru" in runs[2] and "model-gru" in runs[3]
     for name in runs:
-        run_dir = tmp_path / "sweep" / name
+        run_dir = real_sweep / name
         assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
         assert (run_dir / "checkpoints" / "last.ckpt").exists()
@@ -201,4 +189,4 @@ def test_last_ckpt_holds_the_final_epoch_even_when_it_is_not_the_best(fast_cfg, 
     best = [p.name for p in checkpoints.glob("epoch*.ckpt")]
     assert best == [next(iter(best))] and best[0].startswith("epoch00")
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 2 and last["global_step"] == 3 * 15  # 15 training batches per epoch
+    assert last["epoch"] == 2 and last["global_step"] == 3 * 4  # debug=fast: 4 training batches per epoch

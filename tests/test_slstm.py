@@ -142,12 +142,16 @@ def test_bad_fields_are_one_config_error_naming_the_field(fast_cfg, override: st
 
 
 def test_the_loops_run_single_threaded_and_restore_the_thread_count(monkeypatch):
-    module, threads, seen = layer(), torch.get_num_threads(), []
+    module, previous, seen = layer(), torch.get_num_threads(), []
 
     def recording(impl):
         return lambda *args: (seen.append(torch.get_num_threads()), impl(*args))[1]
 
     monkeypatch.setattr(slstm, "_forward_impl", recording(slstm._forward_impl))
     monkeypatch.setattr(slstm, "_backward_impl", recording(slstm._backward_impl))
-    module(torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True))[0].sum().backward()
-    assert seen == [1, 1] and torch.get_num_threads() == threads
+    torch.set_num_threads(2)  # tests/conftest.py runs the tests on one thread: start from two, or this cannot fail
+    try:
+        module(torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True))[0].sum().backward()
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

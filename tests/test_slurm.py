@@ -24,7 +24,7 @@ from tests.slurm_cluster import SlurmCluster, missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
-QUIET_OFF = [o for o in FAST if "progress_bar" not in o]  # the progress bar as configured: on
+QUIET_OFF = [*FAST, "trainer.enable_progress_bar=true"]  # the progress bar as configured by default: on
 # one CPU and little memory per job: two jobs at once on the test node's 2 CPUs
 SLURM = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
          "hydra.launcher.timeout_min=10"]

@@ -396,9 +396,6 @@ class StockDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
     def state_dict(self) -> dict:
         """The fitted scaling and window layout as plain numbers, so checkpoints load with weights_only=True."""
         if not self.scalers:

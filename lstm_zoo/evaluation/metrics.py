@@ -35,10 +35,6 @@ def forecast_metrics(pred: Tensor, actual: Tensor) -> dict[str, float]:
     return metrics
 
 
-def all_finite(metrics: dict[str, float]) -> bool:
-    return all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k != "mape")
-
-
 def directional_accuracy(pred: Tensor, actual: Tensor, last: Tensor) -> float:
     """Share of forecasts whose change from `last` has the sign of the actual change, (B, H) with `last` (B,).
 

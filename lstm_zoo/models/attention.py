@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lstm_zoo.checks import ConfigError
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.init import init_weights
 
@@ -18,7 +19,7 @@ class Attention(nn.Module):
     def __init__(self, hidden_size: int, score: Literal["additive", "dot"] = "dot") -> None:
         super().__init__()
         if score not in ("additive", "dot"):
-            raise ValueError(f"model.score={score!r} is not one of ['additive', 'dot']")
+            raise ConfigError(f"model.score={score!r} is not one of ['additive', 'dot']")
         self.score = score
         if score == "additive":  # v^T tanh(W_k h_t + W_q q)
             self.keys = nn.Linear(hidden_size, hidden_size)
@@ -44,7 +45,7 @@ class AttentionForecaster(Forecaster):
                  score: Literal["additive", "dot"] = "dot", **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
+            raise ConfigError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
         self.lstm = nn.LSTM(self.hparams.n_features, hidden_size, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
         self.attention = Attention(hidden_size, score)

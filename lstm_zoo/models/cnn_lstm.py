@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lstm_zoo.checks import ConfigError
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.init import init_weights
 
@@ -19,9 +20,9 @@ class CNNLSTMForecaster(Forecaster):
                  hidden_size: int = 50, num_layers: int = 1, dropout: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
+            raise ConfigError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
         if min(channels, kernel_size, conv_layers, pool_size, hidden_size, num_layers) < 1:
-            raise ValueError("model.channels, kernel_size, conv_layers, pool_size, hidden_size and num_layers "
+            raise ConfigError("model.channels, kernel_size, conv_layers, pool_size, hidden_size and num_layers "
                              "must all be >= 1 (pool_size=1: no pooling).")
         length, blocks = self.hparams.window, []
         for layer in range(conv_layers):
@@ -32,7 +33,7 @@ class CNNLSTMForecaster(Forecaster):
                 blocks.append(nn.MaxPool1d(pool_size))
                 length //= pool_size
             if length < 1:
-                raise ValueError(f"model: data.window={self.hparams.window} is too short for {conv_layers} conv "
+                raise ConfigError(f"model: data.window={self.hparams.window} is too short for {conv_layers} conv "
                                  f"layer(s) of kernel_size={kernel_size} with pool_size={pool_size}: the sequence "
                                  f"is empty after conv layer {layer + 1}. Fix: fewer model.conv_layers, a smaller "
                                  "model.kernel_size or model.pool_size, or a longer data.window.")

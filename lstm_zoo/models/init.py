@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from lstm_zoo.checks import ConfigError
+
 INIT_SCHEMES = ("keras", "torch")
 
 
 def check_init(scheme: str) -> None:
     if scheme not in INIT_SCHEMES:
-        raise ValueError(f"model.init={scheme!r} is not one of {list(INIT_SCHEMES)}.")
+        raise ConfigError(f"model.init={scheme!r} is not one of {list(INIT_SCHEMES)}.")
 
 
 def _init_recurrent(layer: nn.Module) -> None:

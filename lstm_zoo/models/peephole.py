@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 from torch.autograd.function import once_differentiable
 
+from lstm_zoo.checks import ConfigError
 from lstm_zoo.models.rnn import RNNForecaster
 from lstm_zoo.models.scripting import exporting, script_or_eager
 
@@ -215,7 +216,7 @@ class PeepholeForecaster(RNNForecaster):
 
     def __init__(self, cell: Literal["peephole"] = "peephole", fused: bool = True, **kwargs) -> None:
         if cell != "peephole" or kwargs.get("bidirectional"):
-            raise ValueError(f"PeepholeForecaster takes model.cell=peephole and bidirectional=false, got "
+            raise ConfigError(f"PeepholeForecaster takes model.cell=peephole and bidirectional=false, got "
                              f"cell={cell!r}, bidirectional={kwargs.get('bidirectional')!r}. Fix: use "
                              "lstm_zoo.models.RNNForecaster for other cells.")
         super().__init__(cell=cell, **kwargs)

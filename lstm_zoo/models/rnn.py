@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lstm_zoo.checks import ConfigError
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.dropout import FastDropout
 from lstm_zoo.models.gru import FusedGRU
@@ -30,9 +31,9 @@ class RNNForecaster(Forecaster):
                  dropout: float = 0.2, bidirectional: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
+            raise ConfigError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
         if hidden_size < 1 or num_layers < 1:
-            raise ValueError(f"model.hidden_size={hidden_size} and model.num_layers={num_layers} must be >= 1.")
+            raise ConfigError(f"model.hidden_size={hidden_size} and model.num_layers={num_layers} must be >= 1.")
         directions = 2 if bidirectional else 1
         sizes = [self.hparams.n_features] + [hidden_size * directions] * num_layers
         self.layers = nn.ModuleList(self.recurrent_layer(sizes[i]) for i in range(num_layers))
@@ -43,7 +44,7 @@ class RNNForecaster(Forecaster):
     def recurrent_layer(self, input_size: int) -> nn.Module:
         """One layer, (B, W, input_size) -> ((B, W, directions * hidden), state); a subclass swaps the cell."""
         if self.hparams.cell not in CELLS:
-            raise ValueError(f"model.cell={self.hparams.cell!r} is not one of {sorted(CELLS)}")
+            raise ConfigError(f"model.cell={self.hparams.cell!r} is not one of {sorted(CELLS)}")
         return CELLS[self.hparams.cell](input_size, self.hparams.hidden_size, batch_first=True,
                                         bidirectional=self.hparams.bidirectional)
 

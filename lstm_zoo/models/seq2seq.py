@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lstm_zoo.checks import ConfigError
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.init import init_weights
 
@@ -20,9 +21,9 @@ class EncoderDecoderForecaster(Forecaster):
                  teacher_forcing: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
+            raise ConfigError(f"model.dropout={dropout} is out of range: it must be in [0, 1).")
         if not 0.0 <= teacher_forcing <= 1.0:
-            raise ValueError(f"model.teacher_forcing={teacher_forcing} is out of range: it must be in [0, 1].")
+            raise ConfigError(f"model.teacher_forcing={teacher_forcing} is out of range: it must be in [0, 1].")
         between = dropout if num_layers > 1 else 0.0
         self.encoder = nn.LSTM(self.hparams.n_features, hidden_size, num_layers, batch_first=True, dropout=between)
         self.decoder = nn.LSTM(1, hidden_size, num_layers, batch_first=True, dropout=between)

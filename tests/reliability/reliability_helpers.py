@@ -1,13 +1,10 @@
-"""Helpers for the reliability tests: run `train.py` in a subprocess, and callbacks that inject faults."""
+"""Callbacks that inject faults into a run (`+callbacks.x._target_=reliability_helpers.KillAt`), and TINY runs."""
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -18,28 +15,6 @@ HERE = Path(__file__).resolve().parent
 # tiny, quiet runs: 1 LSTM layer of 8 units over 10-day windows
 TINY = ["data.window=10", "model.hidden_size=8", "model.num_layers=1",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-
-
-def train_cli(args: list[str], cwd: Path, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python train.py <args>` in `cwd` (with `env` added), in its own process group, killed as a group on timeout."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "HYDRA_FULL_ERROR": "0", **(env or {})}
-    env.pop("LOCAL_RANK", None)
-    # SIGINT back to its default: a shell that started this test run in the background (`cmd &`, nohup, some CI
-    # runners) ignores SIGINT, children inherit that, and Python then installs no KeyboardInterrupt handler
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # Lightning absorbs SIGTERM; DDP children share the group
-        out, _ = proc.communicate()
-        raise AssertionError(f"train.py {args} did not finish within {timeout}s:\n{out[-3000:]}") from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 class SignalAfterEpoch(L.Callback):

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_prices_csv
-from reliability_helpers import ROOT, TINY, read_metrics, train_cli
+from reliability_helpers import TINY
 
 from lstm_zoo.records import effective_status
+from tests.helpers import ROOT, cli, read_metrics
 
 EPOCHS = 3
 
@@ -33,7 +34,7 @@ def args(workdir: Path, run_dir: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(workdir: Path) -> dict:
-    result = train_cli(args(workdir, "full"), workdir)
+    result = cli("train.py", args(workdir, "full"), workdir)
     assert result.returncode == 0, result.stdout[-3000:]
     return read_metrics(workdir / "full")
 
@@ -43,7 +44,7 @@ def uninterrupted(workdir: Path) -> dict:
 def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupted: dict, signum: str,
                                                       exit_code: int) -> None:
     # interrupt after epoch 1 (0-based) has ended: its last.ckpt is on disk
-    stopped = train_cli(args(workdir, f"stopped_{signum}", "+callbacks.stop._target_=reliability_helpers."
+    stopped = cli("train.py", args(workdir, f"stopped_{signum}", "+callbacks.stop._target_=reliability_helpers."
                              "SignalAfterEpoch", "+callbacks.stop.epoch=1", f"+callbacks.stop.signum={signum}"),
                         workdir)
     run_dir = workdir / f"stopped_{signum}"
@@ -54,7 +55,7 @@ def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupt
 
     # resume from its last.ckpt, into a new run folder, without the callback that stopped it: with a different
     # configuration, a checkpoint file (a run folder would be refused as another configuration's run)
-    resumed = train_cli(args(workdir, f"resumed_{signum}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"),
+    resumed = cli("train.py", args(workdir, f"resumed_{signum}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"),
                         workdir)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     metrics = read_metrics(workdir / f"resumed_{signum}")
@@ -78,7 +79,7 @@ def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Pat
                    "+callbacks.kill.instants=[batch:0:1,write:1:last.ckpt,batch:2:1,test]")
 
     def again(step: str) -> str:
-        result = train_cli(command, workdir)
+        result = cli("train.py", command, workdir)
         assert result.returncode == -9, f"{step}: {result.stdout[-3000:]}"  # killed where planned
         record = read_metrics(run_dir)
         assert record["status"] == "running" and effective_status(record)[0] == "interrupted"  # dead, not running
@@ -97,7 +98,7 @@ def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Pat
     output = again("during testing")
     assert "skipping a torn or unreadable checkpoint" in output and (checkpoints / f"{newest.name}.torn").exists()
 
-    finished = train_cli(command, workdir)
+    finished = cli("train.py", command, workdir)
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert len(list(marks.iterdir())) == 4  # every planned kill happened
     metrics = read_metrics(run_dir)
@@ -116,7 +117,7 @@ def test_ctrl_c_prints_the_command_that_resumes_the_run(workdir: Path, uninterru
     cwd.mkdir()
     command = [*args(workdir, "unused")[:-1], "+callbacks.stop._target_=reliability_helpers.InterruptAt",
                f"+callbacks.stop.marks={marks}", "+callbacks.stop.instants=[batch:2:0]"]  # without hydra.run.dir
-    stopped = train_cli(command, cwd)
+    stopped = cli("train.py", command, cwd)
     assert stopped.returncode == 1, stopped.stdout[-3000:]
     (run_dir,) = (cwd / "outputs" / "runs").iterdir()
     record = read_metrics(run_dir)
@@ -126,7 +127,7 @@ def test_ctrl_c_prints_the_command_that_resumes_the_run(workdir: Path, uninterru
     python, script, *again = shlex.split(line.split("Resume it with: ")[1])
     assert (python, Path(script)) == ("python", ROOT / "train.py") and again == [*command, f"hydra.run.dir={run_dir}"]
 
-    resumed = train_cli(again, cwd)
+    resumed = cli("train.py", again, cwd)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "resuming this configuration's interrupted run (Ctrl-C (SIGINT)) from last.ckpt (epoch 1" in resumed.stdout
     assert [p.name for p in (cwd / "outputs" / "runs").iterdir()] == [run_dir.name]  # no new folder

@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import compose_train, write_prices_csv
 from omegaconf import OmegaConf
-from reliability_helpers import TINY, FailAt, read_metrics
+from reliability_helpers import TINY, FailAt
 
 from lstm_zoo import records
 from lstm_zoo.checks import CheckpointError, ConfigError, newest_complete_checkpoint
@@ -29,6 +29,7 @@ from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.lifecycle import config_id
 from lstm_zoo.pipeline import run
 from lstm_zoo.records import AtomicCheckpointIO, RunRecord, effective_status, gone, this_process
+from tests.helpers import read_metrics
 
 RESULTS = ("val/", "test/")
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 import yaml
 from conftest import compose_train, write_prices_csv
-from reliability_helpers import TINY, read_metrics, train_cli
+from reliability_helpers import TINY
 
 from lstm_zoo.pipeline import run
+from tests.helpers import cli, read_metrics
 
 
 @pytest.fixture
@@ -29,8 +30,9 @@ def job_dirs(sweep: Path) -> list[Path]:
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, csv_args: list[str]) -> None:
     """lr x horizon: job 0 diverges (inf loss), jobs 1 and 3 have horizon 0, job 2 is fine: all four run."""
-    result = train_cli(["-m", *csv_args, "model.optimizer.lr=1e30,1e-3", "data.horizon=1,0", "trainer.max_epochs=1",
-                        f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    sweep = ["-m", *csv_args, "model.optimizer.lr=1e30,1e-3", "data.horizon=1,0", "trainer.max_epochs=1",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    result = cli("train.py", sweep, tmp_path)
     assert result.returncode == 1, result.stdout[-3000:]  # the sweep reports that something failed
     jobs = [read_metrics(d) for d in job_dirs(tmp_path / "sweep")]
     assert [j["status"] for j in jobs] == ["failed", "failed", "completed", "failed"]
@@ -41,8 +43,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, csv_args: list[st
 
     # the same command again: the completed job returns its recorded results, the failed ones fail again
     records = [(d / "metrics.json").read_text() for d in job_dirs(tmp_path / "sweep")]
-    again = train_cli(["-m", *csv_args, "model.optimizer.lr=1e30,1e-3", "data.horizon=1,0", "trainer.max_epochs=1",
-                       f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    again = cli("train.py", sweep, tmp_path)
     assert again.returncode == 1 and again.stdout.count("holds a completed run of this configuration") == 1
     assert [read_metrics(d)["status"] for d in job_dirs(tmp_path / "sweep")] == ["failed", "failed", "completed",
                                                                                  "failed"]
@@ -60,7 +61,7 @@ def test_optuna_search_survives_a_diverging_trial(tmp_path: Path, csv_args: list
         "hydra": {"sweeper": {"n_trials": 3, "max_failure_rate": 1.0,  # the rate is per batch of n_jobs trials
                               "sampler": {"seed": 0}, "params": {"model.optimizer.lr": "choice(1e30, 0.001)"}}}}))
     (search / "tiny.yaml").write_text("# @package _global_\n" + (search / "tiny.yaml").read_text())
-    result = train_cli(["-m", "--config-dir", str(tmp_path / "conf"), "hparams_search=tiny", *csv_args,
+    result = cli("train.py", ["-m", "--config-dir", str(tmp_path / "conf"), "hparams_search=tiny", *csv_args,
                         "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
@@ -122,13 +123,13 @@ def test_a_killed_joblib_worker_costs_one_job_and_the_same_command_finishes_the_
                "+callbacks.kill.only_seed=1"]
     one_thread = {"OMP_NUM_THREADS": "1"}  # what each worker gets; the reference runs below use the same
 
-    first = train_cli(command, tmp_path, timeout=400, env=one_thread)
+    first = cli("train.py", command, tmp_path, timeout=400, env=one_thread)
     assert first.returncode == 1, first.stdout[-3000:]
     assert "A worker process was killed (SIGKILL" in first.stdout and len(list((tmp_path / "marks").iterdir())) == 2
     assert [read_metrics(sweep / str(n))["status"] for n in range(3)] == ["completed", "failed", "completed"]
     assert read_metrics(sweep / "1")["error"].startswith("WorkerKilledError: job #1: its process was killed (SIGKILL)")
 
-    second = train_cli(command, tmp_path, timeout=400, env=one_thread)
+    second = cli("train.py", command, tmp_path, timeout=400, env=one_thread)
     assert second.returncode == 0, second.stdout[-3000:]
     assert second.stdout.count("holds a completed run of this configuration") == 2
     assert "resuming this configuration's failed run" in second.stdout

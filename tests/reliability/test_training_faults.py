@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_train, write_prices_csv
-from reliability_helpers import TINY, PoisonWeights, read_metrics
+from reliability_helpers import TINY, PoisonWeights
 
 from lstm_zoo.checks import CheckpointError
 from lstm_zoo.pipeline import run
+from tests.helpers import read_metrics
 
 
 def test_huge_learning_rate_stops_with_a_clear_error(fast_cfg, tmp_path: Path) -> None:
