@@ -50,7 +50,7 @@ def test_optimizer_group_lands_in_the_model_as_a_partial(tmp_path, optimizer):
     assert isinstance(factory([torch.nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
 
 
-@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("data", [d for d in options("data") if d != "checkpoint"])  # checkpoint: eval/predict only
 def test_every_data_config_instantiates(tmp_path, prices_csv, data):
     cfg = compose_train([f"data={data}", f"data.path={prices_csv}" if data == "csv" else "data.path=null"], tmp_path)
     assert isinstance(instantiate(cfg.data), StockDataModule)
