@@ -14,7 +14,6 @@ import torch
 import yaml
 from conftest import (
     CONF,
-    FAST,
     MODELS,
     cli,
     compose_train,
@@ -231,7 +230,7 @@ def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(real_sweep: P
 def test_optuna_search_records_the_best_trial(prices_csv: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "optuna"
     cli("train.py", ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "data=csv", f"data.path={prices_csv}",
-                     *FAST, "data.window=10", "model.hidden_size=8",  # fixed on the command line: not searched
+                     "debug=fast", "data.window=10", "model.hidden_size=8",  # fixed on the command line
                      f"hydra.sweep.dir={sweep}"], check=True, timeout=600)
     trials = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert len(trials) == 2 and all(t["status"] == "completed" for t in trials)

@@ -90,8 +90,8 @@ def test_walk_forward_sweep_on_slurm_pools_exactly_as_a_local_sweep(cluster, stu
 
 
 def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(cluster, study_csv, tmp_path):
-    job = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.max_epochs=6",
-           "model.num_layers=1"]
+    job = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.limit_train_batches=null",
+           "trainer.max_epochs=6"]
     sweep = tmp_path / "requeued"
     sweeping = train(cluster, *job, *SLURM, f"hydra.sweep.dir={sweep}", background=True)
     try:
@@ -123,8 +123,8 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
 def test_a_job_killed_by_its_time_limit_is_recorded_and_a_rerun_runs_only_what_is_missing(cluster, study_csv,
                                                                                           tmp_path):
     sweep = tmp_path / "limited"
-    jobs = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "model.num_layers=1",
-            "trainer.max_epochs=1,400", f"hydra.sweep.dir={sweep}"]
+    jobs = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.limit_train_batches=null",
+            "trainer.max_epochs=1,100000", f"hydra.sweep.dir={sweep}"]  # the long job can never end in time
     # SLURM sends submitit's pre-timeout signal up to 60 s early: a 2-minute limit leaves the short job time to end
     limited = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
                "hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0", "hydra.launcher.signal_delay_s=1"]
