@@ -70,7 +70,7 @@ class ZeroChange(Forecaster):
 
 def test_zero_change_model_scores_exactly_the_persistence_metrics(prices_csv: Path) -> None:
     dm = StockDataModule(path=str(prices_csv), target_transform="diff", window=10, features=["High", "Close"])
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(ZeroChange(n_features=2, horizon=1, window=10), datamodule=dm, verbose=False)
     m = {k: v.item() for k, v in trainer.callback_metrics.items()}
     for key in ("rmse", "mae", "mape"):
@@ -167,7 +167,7 @@ def test_test_metrics_stay_float64_so_tiny_p_values_are_not_zero(prices_csv: Pat
     """Lightning logs float32: a Diebold-Mariano p-value below ~1e-45 would become 0; test_metrics keep float64."""
     dm = StockDataModule(path=str(prices_csv), window=10)
     model = ConstantLevel(level=-1.0, window=10)  # one training range below the minimum: far off every day
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.test(model, datamodule=dm, verbose=False)
     p = model.test_metrics["test/dm_pvalue"]
     assert 0.0 < p < 1e-45 and trainer.callback_metrics["test/dm_pvalue"].item() == 0.0
@@ -190,7 +190,7 @@ def test_directional_accuracy_leaves_out_days_whose_price_did_not_change(tmp_pat
     pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "High": high}).to_csv(path, index=False)
     dm = StockDataModule(path=str(path), window=10)
     model = ConstantLevel(level=10.0, window=10)  # far above every price: every forecast says "up"
-    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(model, datamodule=dm,
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).test(model, datamodule=dm,
                                                                                       verbose=False)
     change = np.diff(high)[test - 1]  # each test day's change from the day before
     assert (change == 0).sum() >= 10
