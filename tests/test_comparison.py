@@ -18,8 +18,7 @@ from omegaconf import OmegaConf
 
 from lstm_zoo.evaluation.backtest import backtest_tables, main
 from lstm_zoo.evaluation.confidence import Bootstrap, StudentizedSPA, confidence_set_pvalues, spa_pvalue
-from lstm_zoo.evaluation.ensemble import predictions_metrics
-from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags
+from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags, score
 from lstm_zoo.evaluation.pooling import daily_losses, pool_folds, pooled_dm, pooled_metrics, relative_losses
 
 QUICK = Bootstrap(block_size=10, reps=300, seed=0)
@@ -48,7 +47,7 @@ def test_pooling_is_the_concatenation_of_the_folds_and_refuses_overlaps() -> Non
     pd.testing.assert_frame_equal(pooled, frame.sort_values(["ticker", "date"]).reset_index(drop=True))
     for ticker, part in pooled.groupby("ticker"):  # the pooled RMSE is that of all folds' errors together
         errors = np.concatenate([(f["predicted"] - f["actual"])[f["ticker"] == ticker] for f in folds])
-        assert predictions_metrics(part)["test/rmse"] == pytest.approx(math.sqrt((errors**2).mean()), rel=1e-12)
+        assert score(part)["rmse"] == pytest.approx(math.sqrt((errors**2).mean()), rel=1e-12)
     with pytest.raises(ValueError, match=r"share a ticker and date .* their test periods overlap"):
         pool_folds([folds[0], folds[1], folds[1].iloc[:5]])
 
@@ -66,10 +65,10 @@ def test_the_relative_loss_is_scale_free_and_one_for_persistence() -> None:
 def test_pooled_metrics_of_one_ticker_and_fold_are_the_usual_ones() -> None:
     one = forecasts(0.8, seed=2, folds=1)
     one = one[one["ticker"] == "AAA"]
-    usual, pooled = predictions_metrics(one), pooled_metrics(one)
-    assert pooled["skill"] == pytest.approx(usual["test/skill"], rel=1e-9)
-    assert pooled["dm_stat"] == pytest.approx(usual["test/dm_stat"], rel=1e-9)
-    assert pooled["dm_pvalue"] == pytest.approx(usual["test/dm_pvalue"], rel=1e-9)
+    usual, pooled = score(one), pooled_metrics(one)
+    assert pooled["skill"] == pytest.approx(usual["skill"], rel=1e-9)
+    assert pooled["dm_stat"] == pytest.approx(usual["dm_stat"], rel=1e-9)
+    assert pooled["dm_pvalue"] == pytest.approx(usual["dm_pvalue"], rel=1e-9)
 
 
 def test_the_mcs_keeps_a_clearly_best_forecast_and_drops_a_clearly_worse_one() -> None:
@@ -219,7 +218,7 @@ def test_backtest_tables_pool_per_seed_and_judge_on_the_seed_mean_loss() -> None
     folds, tickers = tables["per_fold"], tables["per_ticker"]
     fold1 = [pooled_metrics(frame[frame["fold"] == 1])["skill"] for frame in runs["bad"].values()]
     assert folds.set_index(["config", "fold"]).loc[("bad", 1), "skill_mean"] == pytest.approx(np.mean(fold1))
-    aaa = [predictions_metrics(frame[frame["ticker"] == "AAA"])["test/rmse"] for frame in runs["good"].values()]
+    aaa = [score(frame[frame["ticker"] == "AAA"])["rmse"] for frame in runs["good"].values()]
     assert tickers.set_index(["ticker", "config"]).loc[("AAA", "good"), "rmse_mean"] == pytest.approx(np.mean(aaa))
 
 
@@ -232,7 +231,7 @@ def single_run(folder: Path, model: str, frame: pd.DataFrame, tickers: list[str]
                    folder / ".hydra" / "hydra.yaml")
     frame.drop(columns="fold").to_csv(folder / "predictions.csv", index=False)
     metrics = {"status": "completed", "num_parameters": 10, "train_seconds": 1.0, "epochs": 1,
-               **predictions_metrics(frame)}
+               **{f"test/{k}": v for k, v in score(frame).items()}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return metrics
 

@@ -32,9 +32,8 @@ import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
-from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
-from lstm_zoo.evaluation.leaderboard import code_versions, compare, group_label, markdown, read_sweep  # noqa: E402
-from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
+from lstm_zoo.evaluation.leaderboard import code_versions, compare, group_label, markdown, pm, read_sweep  # noqa: E402
+from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score, step_columns  # noqa: E402
 from lstm_zoo.evaluation.pooling import (  # noqa: E402
     is_single_split,
     pool_folds,
@@ -45,6 +44,8 @@ from lstm_zoo.evaluation.pooling import (  # noqa: E402
 )
 
 PERSISTENCE = "persistence"
+POOLED = [m for m in METRICS if m.pooled and m.over_seeds == "mean"]  # scale-free: pooled over tickers
+PER_TICKER = [m for m in METRICS if m.over_seeds == "mean"]  # in the ticker's price units
 
 
 def sweep_keys(by: list[str]) -> list[str]:
@@ -139,7 +140,7 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
                "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon,
                                                    is_single_split(losses[config].reset_index())),
                "mcs_p": mcs[config], **{f"in_mcs_{size:g}": bool(mcs[config] >= size) for size in sizes}}
-        for key in ("rel_mse", "skill", "mape", "directional_accuracy"):
+        for key in ("rel_mse", "skill", *(m.name for m in POOLED)):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[key] for m in seeds])
         pooled.append(row)
         folds = sorted(set().union(*(set(f["fold"]) for f in per_seed.values())))
@@ -150,29 +151,23 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
                              "skill_mean": skill_mean, "skill_std": skill_std})
         mean_losses = losses[config]
         for ticker in sorted(set().union(*(set(f["ticker"]) for f in per_seed.values()))):
-            metrics = [predictions_metrics(frame[frame["ticker"] == ticker]) for frame in per_seed.values()
+            metrics = [score(frame[frame["ticker"] == ticker]) for frame in per_seed.values()
                        if (frame["ticker"] == ticker).any()]
             mine = mean_losses.loc[ticker]
             row = {"ticker": ticker, "config": config, "seeds": len(metrics),
-                   "persistence_rmse": metrics[0]["test/persistence_rmse"],
+                   "persistence_rmse": metrics[0]["persistence_rmse"],
                    "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon, mine["fold"].nunique() == 1)}
-            for key in ("rmse", "mae", "mape", "skill", "directional_accuracy"):
-                row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[f"test/{key}"] for m in metrics])
+            for m in PER_TICKER:
+                row[f"{m.name}_mean"], row[f"{m.name}_std"] = mean_std([metric[m.name] for metric in metrics])
             per_ticker.append(row)
-    first = next(iter(next(iter(forecasts.values())).values()))
+    first = pooled_metrics(next(iter(next(iter(forecasts.values())).values())))
     persistence = {"config": PERSISTENCE, "days": len(daily), "rel_mse_mean": 1.0, "skill_mean": 0.0,
-                   "mape_mean": pooled_metrics(first)["persistence_mape"],
+                   **{f"{m.name}_mean": first[f"persistence_{m.name}"] for m in POOLED if m.persistence},
                    "mcs_p": mcs[PERSISTENCE], **{f"in_mcs_{size:g}": bool(mcs[PERSISTENCE] >= size) for size in sizes}}
     pooled_table = pd.DataFrame([*pooled, persistence]).set_index("config").sort_values("rel_mse_mean")
     return {"pooled": pooled_table, "per_fold": pd.DataFrame(per_fold),
             "per_ticker": pd.DataFrame(per_ticker).sort_values(["ticker", "rmse_mean"]), "daily": daily,
             "mcs": mcs, "spa_p": spa, "dropped_days": {c: len(f) - len(common) for c, f in losses.items()}}
-
-
-def pm(mean: float, std: float, digits: int = 3) -> str:
-    if mean is None or pd.isna(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" if std is None or pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def verdict(tables: dict, sizes: tuple[float, ...], bootstrap: Bootstrap) -> list[str]:
@@ -202,9 +197,8 @@ def shown_tables(tables: dict, sizes: tuple[float, ...], name: str) -> dict[str,
         pooled[column] = ["" if pd.isna(v) else f"{v:.0f}" for v in table[column]]
     pooled["rel. MSE"] = [pm(m, s, 4) for m, s in zip(table["rel_mse_mean"], table.get("rel_mse_std"))]
     pooled["skill"] = [pm(m, s, 4) for m, s in zip(table["skill_mean"], table.get("skill_std"))]
-    pooled["MAPE %"] = [pm(m, s) for m, s in zip(table.get("mape_mean"), table.get("mape_std"))]
-    pooled["dir. acc."] = [pm(m, s) for m, s in zip(table.get("directional_accuracy_mean"),
-                                                    table.get("directional_accuracy_std"))]
+    for m in POOLED:
+        pooled[m.label] = [pm(mean, std) for mean, std in zip(table[f"{m.name}_mean"], table[f"{m.name}_std"])]
     pooled["DM p (seed-mean loss)"] = [format_pvalue(v) for v in table["dm_p"]]
     pooled["MCS p"] = [f"{v:.3f}" for v in table["mcs_p"]]
     for size in sizes:
@@ -220,9 +214,9 @@ def shown_tables(tables: dict, sizes: tuple[float, ...], name: str) -> dict[str,
     tickers = tables["per_ticker"]
     per_ticker = pd.DataFrame({name: tickers["config"].to_numpy(), "seeds": tickers["seeds"].to_numpy()},
                               index=tickers["ticker"].to_numpy())
-    for key, name in (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("skill", "skill"),
-                      ("directional_accuracy", "dir. acc.")):
-        per_ticker[name] = [pm(m, s) for m, s in zip(tickers[f"{key}_mean"], tickers[f"{key}_std"])]
+    for m in PER_TICKER:
+        per_ticker[m.label] = [pm(mean, std) for mean, std in
+                               zip(tickers[f"{m.name}_mean"], tickers[f"{m.name}_std"])]
     per_ticker["persistence RMSE"] = [f"{v:.3f}" for v in tickers["persistence_rmse"]]
     per_ticker["DM p (seed-mean loss)"] = [format_pvalue(v) for v in tickers["dm_p"]]
     return {"pooled": pooled, "per_fold": per_fold, "per_ticker": per_ticker}

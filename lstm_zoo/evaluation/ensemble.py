@@ -1,16 +1,10 @@
-"""Seed ensembles: average the test predictions of runs of one configuration, and score any predictions.csv."""
+"""Seed ensembles: the mean test forecast of runs of one configuration, a predictions frame scored like a run's."""
 
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
-from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics
-
-
-def step_columns(frame: pd.DataFrame, name: str) -> list[str]:
-    """The columns of `name` for every step ahead: actual, actual_t+2, ... (predictions.csv layout)."""
-    return [name] + [c for c in frame.columns if c.startswith(f"{name}_t+")]
+from lstm_zoo.evaluation.metrics import step_columns
 
 
 def ensemble_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -33,14 +27,3 @@ def ensemble_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
     ensemble[predicted] = sum(frame[predicted].to_numpy(dtype=float) for frame in frames) / len(frames)
     return ensemble
 
-
-def predictions_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    """test/* metrics of a predictions.csv frame, the same keys as the run's metrics.json."""
-    actual = torch.tensor(frame[step_columns(frame, "actual")].to_numpy(dtype=float))  # (T, H)
-    pred = torch.tensor(frame[step_columns(frame, "predicted")].to_numpy(dtype=float))
-    last = torch.tensor(frame["persistence"].to_numpy(dtype=float))  # persistence = the last known value
-    persistence = last.unsqueeze(1).expand_as(actual)
-    metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
-    metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
-    metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})
-    return metrics
