@@ -331,6 +331,6 @@ def test_beat_persistence_sweep_reports_skill_and_diebold_mariano(tmp_path: Path
             assert math.isfinite(metrics[key])
         assert metrics["test/skill"] == pytest.approx(1 - metrics["test/rmse"] / metrics["test/persistence_rmse"],
                                                       abs=1e-5)
-    table = cli("scripts/ensemble.py", [str(sweep)], check=True)
-    row = table.stdout.strip().splitlines()[-1].split("|")
-    assert row[1].strip() == "all" and row[2].strip() == "2"  # one configuration, its two seeds averaged
+    cli("scripts/compare.py", [str(sweep)], check=True)
+    ensembles = pd.read_csv(sweep / "leaderboard_ensembles.csv", index_col="model")
+    assert ensembles.loc["gru", "runs"] == 2  # one configuration, its two seeds averaged
