@@ -16,8 +16,15 @@ from conftest import CONF, FAST, MODELS, cli, fitted_models, recurrent_models, s
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lstm_zoo.evaluation.backtest import backtest_tables, main
-from lstm_zoo.evaluation.confidence import Bootstrap, StudentizedSPA, confidence_set_pvalues, spa_pvalue
+from lstm_zoo.evaluation.backtest import backtest_tables, verdict
+from lstm_zoo.evaluation.compare import main
+from lstm_zoo.evaluation.confidence import (
+    Bootstrap,
+    StudentizedSPA,
+    confidence_set_pvalues,
+    spa_against_best,
+    spa_pvalue,
+)
 from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags, score
 from lstm_zoo.evaluation.pooling import daily_losses, pool_folds, pooled_dm, pooled_metrics, relative_losses
 
@@ -155,6 +162,35 @@ def test_the_spa_of_a_model_better_or_worse_by_a_constant_is_defined() -> None:
     benchmark = pd.Series(np.random.default_rng(1).chisquare(1, 300))
     assert spa_pvalue(benchmark, pd.DataFrame({"better": benchmark - 0.1}), QUICK) == 0.0
     assert spa_pvalue(benchmark, pd.DataFrame({"worse": benchmark + 0.1, "same": benchmark}), QUICK) == 1.0
+
+
+def test_the_spa_against_the_best_baseline_finds_a_better_trained_model_and_none_where_there_is_none() -> None:
+    rng = np.random.default_rng(3)
+    drift = rng.chisquare(1, 750) + 1.0  # the better of two baselines: the benchmark
+    losses = pd.DataFrame({"drift": drift, "mean": drift + 0.5 + rng.normal(0, 0.3, 750),
+                           "lstm": drift - 0.1 + rng.normal(0, 0.2, 750),  # clearly better than drift
+                           "gru": drift + 0.05 + rng.normal(0, 0.5, 750)})  # a little worse than drift
+    best, p = spa_against_best(losses, ["mean", "drift"], ["lstm", "gru"], QUICK)
+    assert best == "drift" and p < 0.01
+    best, p = spa_against_best(losses, ["mean", "drift"], ["gru"], QUICK)
+    assert best == "drift" and p > 0.2
+    assert spa_against_best(losses, [], ["gru"], QUICK)[0] is None
+
+
+def test_backtest_tables_test_the_trained_configurations_against_the_best_fitted_one() -> None:
+    runs = {"drift": {0: forecasts(0.8, seed=20)}, "mean": {0: forecasts(1.5, seed=21)},
+            "lstm": {0: forecasts(0.5, seed=22), 1: forecasts(0.5, seed=23)}}
+    tables = backtest_tables(runs, QUICK, (0.10,), fitted={"drift", "mean"})
+    assert tables["best_baseline"] == "drift" and tables["trained"] == ["lstm"] and tables["spa_baseline_p"] < 0.01
+    assert tables["pooled"]["fitted"].to_dict() == {"lstm": False, "drift": True, "mean": True,
+                                                    "persistence": pytest.approx(np.nan, nan_ok=True)}
+    text = "\n".join(verdict(tables, (0.10,), QUICK))
+    assert "'no trained model beats the best baseline': benchmark drift" in text and "rejected at 5%: at least" in text
+    worse = backtest_tables({**runs, "lstm": {0: forecasts(1.2, seed=24)}}, QUICK, (0.10,), fitted={"drift", "mean"})
+    assert worse["best_baseline"] == "drift" and worse["spa_baseline_p"] > 0.2
+    assert "no trained model is shown to beat it" in "\n".join(verdict(worse, (0.10,), QUICK))
+    alone = backtest_tables(runs, QUICK, (0.10,))  # nothing fitted: no such test
+    assert alone["best_baseline"] is None and math.isnan(alone["spa_baseline_p"])
 
 
 def ar1(rng: np.random.Generator, phi: float, days: int) -> np.ndarray:

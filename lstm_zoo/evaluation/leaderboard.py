@@ -56,7 +56,8 @@ def read_run(run: Path, sweep: Path, by: list[str]) -> dict:
     config = OmegaConf.load(config_file)
     hydra_file = run / ".hydra" / "hydra.yaml"
     choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else {}
-    row.update({key: config_value(config, choices or {}, key) for key in by if key != "run"}, seed=config.get("seed"))
+    row.update({key: config_value(config, choices or {}, key) for key in by if key != "run"}, seed=config.get("seed"),
+               model_target=OmegaConf.select(config, "model._target_", default=None))
     if not metrics_file.is_file():
         return {**row, "status": "failed: no metrics.json (the job crashed or never started)"}
     metrics = json.loads(metrics_file.read_text())

@@ -111,6 +111,17 @@ def ticker_metrics(frame: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
+def seed_mean_losses(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """Per (ticker, date): fold, squared errors in price units and relative losses, each averaged over the seeds."""
+    frames = []
+    for frame in per_seed.values():
+        losses = relative_losses(frame)
+        frames.append(losses.assign(error=squared_errors(frame, "predicted"),
+                                    persistence_error=squared_errors(frame, "persistence"))
+                      [["ticker", "date", "fold", "actual", "error", "persistence_error", "loss", "persistence_loss"]])
+    return pd.concat(frames).groupby(["ticker", "date"]).mean()
+
+
 def pool_folds(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The forecasts of several runs (folds, or tickers of per-ticker models) as one series, sorted by ticker and
     date; a (ticker, date) forecast by two of them is an error: every test day belongs to exactly one fold."""
