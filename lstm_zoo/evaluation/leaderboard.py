@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
-from lstm_zoo.evaluation.ensemble import ensemble_predictions  # noqa: E402
-from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score  # noqa: E402
+from lstm_zoo.evaluation.ensemble import ENSEMBLE, seed_ensembles  # noqa: E402
+from lstm_zoo.evaluation.metrics import METRICS  # noqa: E402
 from lstm_zoo.records import effective_status  # noqa: E402
 
 MEAN = [m for m in METRICS if m.over_seeds == "mean"]  # mean ± std over seeds
@@ -118,29 +118,6 @@ def leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     table = table.join(seed_ensembles(done, by), how="left").join(failed, how="outer")
     table = table.fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
     return table.sort_values("rmse_mean", na_position="last")
-
-
-ENSEMBLE = ["runs", "val_rmse", "val_skill", "skill_per_seed", "dm_p_per_seed",
-            *(f"ensemble_{m.name}" for m in METRICS), "ensemble_persistence_rmse"]
-
-
-def seed_ensembles(done: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group of two or more runs with predictions: the mean forecast over its seeds scored like a single run
-    (ensemble_<metric>), beside the seeds' own skill and DM p and their validation RMSE and skill (means)."""
-    rows = {}
-    for key, group in done.groupby(by, dropna=False):
-        group = group[group["predictions"].notna()]
-        if len(group) > 1:
-            scores = score(ensemble_predictions([pd.read_csv(p) for p in group["predictions"]]))
-            rows[key] = {"runs": len(group), "val_rmse": group["val/rmse"].mean(),
-                         "val_skill": (1 - group["val/rmse"] / group["val/persistence_rmse"]).mean(),
-                         "skill_per_seed": " ".join(f"{v:+.4f}" for v in group["test/skill"]),
-                         "dm_p_per_seed": " ".join(format_pvalue(v) for v in group["test/dm_pvalue"]),
-                         **{f"ensemble_{m.name}": scores[m.name] for m in METRICS},
-                         "ensemble_persistence_rmse": scores["persistence_rmse"]}
-    index = pd.MultiIndex.from_tuples([k if isinstance(k, tuple) else (k,) for k in rows], names=by)
-    index = index if len(by) > 1 else index.get_level_values(0)
-    return pd.DataFrame(list(rows.values()), index=index, columns=ENSEMBLE)
 
 
 def group_label(key: object) -> str:
