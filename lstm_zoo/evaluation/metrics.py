@@ -156,6 +156,7 @@ class Metric:
     persistence scores by definition where it is not scored (skill 0). pooled: scale-free, so also computed over
     the forecasts of several tickers at once (test/pooled/*, the backtest's pooled table). over_seeds: how a
     leaderboard sums up a configuration's seeds: "mean" (mean ± std), "max" (the worst, for p-values) or None.
+    pvalue: shown as a p-value (`format_pvalue`: never "0").
     """
 
     name: str
