@@ -33,9 +33,10 @@ from lstm_zoo.checks import (
 )
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.data.splits import WalkForward
-from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals, level_name
-from lstm_zoo.evaluation.metrics import format_pvalue
+from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals
+from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score
 from lstm_zoo.evaluation.pooling import ticker_metrics
+from lstm_zoo.evaluation.predictions import predictions_frame
 from lstm_zoo.export import check_format, export_forecaster
 from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files, resume_command
@@ -78,24 +79,6 @@ def route_lightning_logs_to_hydra() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # Lightning's hint to start with `srun` wherever that command exists: lstm_zoo's SLURM launchers submit the jobs
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
-
-
-def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFrame:
-    """One row per test window: its first target date, ticker, the actual value(s), the model's and persistence's,
-    and the model's interval bounds (lower_<L>, upper_<L>, and lower_<L>_t+k ... when horizon > 1)."""
-    actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
-    tickers = [datamodule.tickers[i] for i in results["ticker"].cpu().tolist()]
-    frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "ticker": tickers, "actual": actual[:, 0],
-                          "predicted": pred[:, 0], "persistence": results["persistence"][:, 0].cpu().numpy()})
-    for step in range(1, actual.shape[1]):
-        frame[f"actual_t+{step + 1}"] = actual[:, step]
-        frame[f"predicted_t+{step + 1}"] = pred[:, step]
-    for level, bounds in sorted(results.get("intervals", {}).items()):
-        for name, bound in zip(("lower", "upper"), bounds):
-            bound = bound.cpu().numpy()
-            for step in range(actual.shape[1]):
-                frame[f"{name}_{level_name(level)}" + (f"_t+{step + 1}" if step else "")] = bound[:, step]
-    return frame
 
 
 def experiment_hparams(cfg: DictConfig, model: Forecaster) -> dict:
@@ -165,17 +148,17 @@ def print_summary(metrics: dict) -> None:
     def cell(value: float | None, width: int = 9) -> str:
         return f"{value:>{width}.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>{width}}"
 
-    keys = ("rmse", "mae", "mape", "skill", "directional_accuracy", "dm_stat")
     tickers = metrics.get("tickers") or []
     prefixes = [(f"test/{t}/", f"{t} ") for t in tickers] if len(tickers) > 1 else [("test/", "")]
     width = max(len(label) for _, label in prefixes) + 12
-    lines = [f"{'':<{width}} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} "
-             f"{'DM p':>9}"]
+    lines = [f"{'':<{width}} " + " ".join(f"{m.label:>9}" for m in METRICS)]
     for prefix, label in prefixes:
-        lines.append(f"{label + 'model':<{width}} " + " ".join(cell(metrics.get(prefix + k)) for k in keys)
-                     + f" {format_pvalue(metrics.get(prefix + 'dm_pvalue')):>9}")
-        persistence = [metrics.get(prefix + "persistence_" + k) for k in keys[:3]] + [0.0]
-        lines.append(f"{label + 'persistence':<{width}} " + " ".join(cell(v) for v in persistence))
+        lines.append(f"{label + 'model':<{width}} " + " ".join(f"{m.format(metrics.get(prefix + m.name)):>9}"
+                                                               for m in METRICS))
+        persistence = [metrics.get(prefix + "persistence_" + m.name) if m.persistence else m.persistence_value
+                       for m in METRICS]
+        lines.append(f"{label + 'persistence':<{width}} " + " ".join(
+            f"{'' if v is None else m.format(v):>9}" for m, v in zip(METRICS, persistence)).rstrip())
     pooled = len(tickers) > 1
     skill = metrics.get("test/pooled/skill" if pooled else "test/skill")
     pvalue = metrics.get("test/pooled/dm_pvalue" if pooled else "test/dm_pvalue")
@@ -219,12 +202,16 @@ def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataM
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     if clock is not None:
         clock.lap("test")
-    # float64 from the model, not Lightning's float32 callback_metrics (tiny p-values would become 0)
-    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics,
-               "intervals": model.interval_method}
+    # float64 from the predictions, not Lightning's float32 callback_metrics (tiny p-values would become 0)
+    predictions, intervals, method = predictions_frame(model.test_forecasts, datamodule.test_dates, datamodule.tickers)
+    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]),
+               **{f"test/{k}": v for k, v in {**score(predictions), **intervals}.items()}, "intervals": method}
+    for logger in trainer.loggers:  # TensorBoard's test scalars (float32 there)
+        logger.log_metrics({k: v for k, v in metrics.items() if k != "intervals"}, step=trainer.global_step)
     if trainer.is_global_zero:
-        predictions = predictions_frame(datamodule, model.test_results)
         predictions.to_csv(out / "predictions.csv", index=False)
+        for plot in (c for c in trainer.callbacks if isinstance(c, ForecastPlot)):
+            plot.draw(predictions, trainer, type(model).__name__, datamodule.target)
         if len(datamodule.tickers) > 1:
             metrics.update(ticker_metrics(predictions))
     return metrics

@@ -171,6 +171,15 @@ def test_a_baseline_and_an_lstm_are_ranked_in_one_confidence_set(tmp_path: Path)
     assert {"lstm_zoo.models.RidgeForecaster", "lstm_zoo.models.RNNForecaster", "persistence"} <= set(pooled.index)
     assert pooled["in_mcs_0.1"].notna().all() and pooled["in_mcs_0.1"].any()
     assert (sweep / "leaderboard.md").read_text().count("RidgeForecaster") >= 1
+    # the ridge is fit without gradient descent: the best (only) baseline the LSTM is tested against
+    assert pooled["fitted"].to_dict() == {"lstm_zoo.models.RidgeForecaster": True,
+                                          "lstm_zoo.models.RNNForecaster": False,
+                                          "persistence": pytest.approx(np.nan, nan_ok=True)}
+    tests = json.loads((sweep / "leaderboard.json").read_text())
+    assert tests["best_baseline"] == "lstm_zoo.models.RidgeForecaster" == tables["best_baseline"]
+    assert tests["trained"] == ["lstm_zoo.models.RNNForecaster"] and 0 <= tests["spa_p_vs_best_baseline"] <= 1
+    assert "'no trained model beats the best baseline': benchmark lstm_zoo.models.RidgeForecaster" in (
+        sweep / "leaderboard.md").read_text()
 
 
 def test_an_arima_that_does_not_converge_fails_its_job_in_one_line(tmp_path: Path) -> None:
