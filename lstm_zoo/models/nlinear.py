@@ -17,8 +17,9 @@ class NLinearForecaster(Forecaster):
     Trained like the LSTMs (the same Lightning loop, optimizer, epochs and early stopping as dlinear).
 
     The subtraction makes the forecast follow the series' level: a constant added to the whole window shifts a `level`
-    forecast by that constant, whatever the weights, so a test period priced above anything seen in training (the
-    distribution shift the paper targets) is no harder than the training years. As DLinear here, one layer reads the
+    forecast by that constant, whatever the weights. The layer reads only the window's moves relative to its last day,
+    so a test period priced above anything seen in training (the distribution shift the paper targets) does not take
+    its inputs outside the training range by its level alone. As DLinear here, one layer reads the
     whole window (window x features, each feature minus its own last value). The target's last value is added back to
     a `level` forecast; `diff` and `log_return` targets are already changes from the last day, so nothing is added
     back and the forecast does not move with the level at all. Weights and bias start at zero: the first forecast is
