@@ -12,9 +12,9 @@ import torch
 
 from lstm_zoo.export import FORMATS, run_exported
 from lstm_zoo.pipeline import data_for_checkpoint, export, load_forecaster, predict, run
-from tests.helpers import FAST, compose_entry, compose_train, recurrent_models
+from tests.helpers import FAST, compose_entry, compose_train, trained_models
 
-MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
+MODELS = trained_models()  # the models fit in closed form have tests of their own (test_baselines.py)
 
 
 def tiny_run(csv: Path, out: Path, *overrides: str) -> Path:
