@@ -493,9 +493,20 @@ def main(argv: list[str] | None = None) -> None:
     common = ["--device", args.device, "--epochs", str(epochs), "--precision", args.precision]
     results: dict = {"machine": machine(args.device, args.precision), "device": args.device,
                      "precision": args.precision, "epochs": epochs, "models": []}
+    out = args.out or ROOT / "outputs" / "benchmark" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_partial() -> None:  # a run stopped by a time limit still leaves what it measured
+        out.write_text(json.dumps({**results, "partial": True}, indent=2))
+
     for model in models:
         print(f"measuring {model} ...", file=sys.stderr, flush=True)
         results["models"].append({"model": model, **child(["--one", model, *common])})
+        row = results["models"][-1]
+        if "epoch_s_median" in row:
+            print(f"  {model}: {row['epoch_s_median']:.3f} s/epoch, {row['windows_per_s']:,.0f} windows/s",
+                  file=sys.stderr, flush=True)
+        save_partial()
     if args.overhead_rounds > 0 and "stacked" in models:
         print(f"measuring the plain PyTorch loop and stacked ({args.overhead_rounds} interleaved epochs) ...",
               file=sys.stderr, flush=True)
@@ -505,12 +516,14 @@ def main(argv: list[str] | None = None) -> None:
             results["overhead_ratios"] = overhead["ratios"]
             plain = overhead["plain_epoch_s"]
             results["plain_loop"] = {"epoch_s": plain, "epoch_s_median": statistics.median(plain[1:] or plain)}
+        save_partial()
     cell_rounds = args.cell_rounds if args.cell_rounds is not None else (2 if args.quick else 5)
     cell_options = [option for option, (_, model, _) in CELLS.items() if model in models]
     if cell_rounds > 0 and "stacked" in models and cell_options:
         print(f"measuring {', '.join(cell_options)} interleaved with stacked ({cell_rounds} rounds) ...",
               file=sys.stderr, flush=True)
         results["cells"] = bench_cells(args.device, cell_rounds, cell_options)
+        save_partial()
     # the tutorial and the Keras reference seed by seed, interleaved: a shared machine that slows down for a few
     # minutes then weighs on both sides of the ratio, not on one
     job_seeds = [] if args.skip_default_job else list(range(1 if args.quick else args.seeds))
@@ -521,6 +534,7 @@ def main(argv: list[str] | None = None) -> None:
         if seed in job_seeds:
             print(f"running the default job, seed {seed} ...", file=sys.stderr, flush=True)
             results["default_job"].append(bench_default_job(seed, args.job_epochs, args.device, args.precision))
+            save_partial()
         if seed in keras_seeds:
             print(f"running experiment=tutorial and the Keras reference, seed {seed} ...", file=sys.stderr, flush=True)
             results["tutorial"].append(bench_tutorial(seed, tutorial_data(args.keras_dataset, csv), args.device,
@@ -529,8 +543,6 @@ def main(argv: list[str] | None = None) -> None:
                                             args.keras_dataset, csv)
     text = report(results)
     print(text)
-    out = args.out or ROOT / "outputs" / "benchmark" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**results, "report": text}, indent=2))
     print(f"\nwrote {out}", file=sys.stderr)
 

@@ -44,7 +44,9 @@ cat "$OUT/env.txt"
 step cuda_tests 150 $PY -m pytest -q -p no:cacheprovider -o addopts="" tests/test_gru.py tests/test_zoo.py -k "cuda or gpu"
 step default_bf16 120 $PY train.py trainer=gpu trainer.precision=bf16-mixed hydra.run.dir="$OUT/runs/default_bf16"
 step default_fp32 120 $PY train.py trainer=gpu hydra.run.dir="$OUT/runs/default_fp32"
-step benchmark 240 $PY scripts/benchmark.py --device cuda --precision bf16-mixed --quick --out "$OUT/benchmark.json"
+# every model in a process of its own pays the start-up (~12 s on an H200 machine): a few models, short, so it fits
+step benchmark 240 $PY scripts/benchmark.py --device cuda --precision bf16-mixed --models stacked vanilla gru peephole \
+    dlinear --epochs 2 --overhead-rounds 1 --cell-rounds 1 --skip-default-job --out "$OUT/benchmark.json"
 step study_job 120 $PY train.py experiment=walk_forward model=stacked seed=0 backtest.fold=7 trainer=gpu \
     hydra.run.dir="$OUT/runs/study_stacked_fold7"
 step fast_tests 200 $PY -m pytest -q -p no:cacheprovider -x -n 8 -m "not slow"
