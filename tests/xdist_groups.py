@@ -10,7 +10,8 @@ from collections.abc import Generator
 
 import pytest
 
-MULTIPROCESS = ("test_ddp_cpu.py", "test_interrupt_resume.py", "test_sweep_failures.py")  # DDP ranks, joblib workers
+MULTIPROCESS = ("test_ddp_cpu.py", "test_sweep_failures.py")  # DDP ranks, joblib workers, two runs at once
+MODULE_RUNS = ("test_interrupt_resume.py",)  # a module-scoped run in a subprocess: its tests share one worker
 FIRST = ("slurm", "multiprocess")  # the longest chains of one worker: started first, the rest fills in around them
 
 
@@ -30,9 +31,9 @@ def start_order(item: pytest.Item) -> int:
 @pytest.hookimpl(wrapper=True)  # around pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None, None, None]:
     """Groups for pytest-xdist's `--dist loadgroup`: the tests of one session-scoped run (trained_run, real_sweep)
-    share one worker, so it is trained once; tests that start several training processes at once run one after
-    the other on one worker, so two of them never share the 2 cores. The longest groups come first (make test
-    passes --no-loadscope-reorder, which keeps this order).
+    share one worker, so it is trained once (likewise a module's run, MODULE_RUNS); tests that start several
+    training processes at once run one after the other on one worker, so two of them never share the 2 cores.
+    The longest groups come first (make test passes --no-loadscope-reorder, which keeps this order).
 
     pytest-xdist 3.8 hands a group to its scheduler as a `@group` suffix of the node id, written into
     `item._nodeid`; pytest >= 9.2 keeps node ids in `item._id`, so that suffix is lost and loadgroup spreads each
@@ -43,6 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(shared[0]))
         elif item.path.name in MULTIPROCESS or "joblib" in item.name:
             item.add_marker(pytest.mark.xdist_group("multiprocess"))
+        elif item.path.name in MODULE_RUNS:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     items.sort(key=start_order)
     yield
     if getattr(config.option, "loadgroup", False):  # set on pytest-xdist's workers under --dist loadgroup
