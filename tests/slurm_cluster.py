@@ -45,8 +45,8 @@ def daemon(name: str) -> str:
 class SlurmCluster:
     """One node (this host, `cpus` CPUs), one default partition `debug`, accounting off; `env` points clients at it.
 
-    KillWait=2: a cancelled, requeued or timed-out job gets SIGKILL 2 s after SIGTERM (submitit's jobs ignore
-    SIGTERM, so a longer wait only keeps them training). slurmctld checks time limits every 30 s (fixed)."""
+    KillWait=2: a cancelled, requeued or timed-out job gets SIGKILL 2 s after SIGTERM (a job that has not started
+    training yet ignores SIGTERM: submitit bypasses it). slurmctld checks time limits every 30 s (fixed)."""
 
     def __init__(self, cpus: int = 2, memory_mb: int = 4096) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="lstm_zoo_slurm_"))
