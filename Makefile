@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 JOBS ?= 2
-PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadgroup
+# --no-loadscope-reorder: the groups start in tests/xdist_groups.py's order (the longest first)
+PYTEST := $(PY) -m pytest -n $(JOBS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: train test test-full bench lint clean
 
@@ -23,7 +24,7 @@ test: $(VENV)/.installed
 	$(PYTEST) -m "not slow" $(ARGS)
 
 test-full: $(VENV)/.installed
-	$(PYTEST) $(ARGS)
+	$(PYTEST) --durations=25 $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) scripts/benchmark.py $(ARGS)

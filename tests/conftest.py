@@ -31,6 +31,7 @@ from tests.helpers import (  # noqa: E402, F401  (re-exported: tests import thes
     write_prices_csv,
     write_tickers_csv,
 )
+from tests.xdist_groups import pytest_collection_modifyitems  # noqa: E402, F401  (the xdist groups, a hook)
 
 torch.set_num_threads(1)
 
@@ -105,19 +106,3 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory, session_csv: Path) -> P
         (root / "sweep" / "console.log").write_text(result.stdout)  # what the sweep printed, for tests to read
 
     return build_once(tmp_path_factory, "real_sweep", sweep) / "sweep"
-
-
-MULTIPROCESS = ("test_ddp_cpu.py", "test_interrupt_resume.py", "test_sweep_failures.py")  # DDP ranks, joblib workers
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup`: the tests of one session-scoped run (trained_run, real_sweep)
-    share one worker, so it is trained once; tests that start several training processes at once run one after
-    the other on one worker, so two of them never share the 2 cores."""
-    for item in items:
-        shared = [f for f in ("real_sweep", "trained_run") if f in getattr(item, "fixturenames", ())]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
-        elif item.path.name in MULTIPROCESS or "joblib" in item.name:
-            item.add_marker(pytest.mark.xdist_group("multiprocess"))

@@ -43,7 +43,10 @@ def daemon(name: str) -> str:
 
 
 class SlurmCluster:
-    """One node (this host, `cpus` CPUs), one default partition `debug`, accounting off; `env` points clients at it."""
+    """One node (this host, `cpus` CPUs), one default partition `debug`, accounting off; `env` points clients at it.
+
+    KillWait=2: a cancelled, requeued or timed-out job gets SIGKILL 2 s after SIGTERM (a job that has not started
+    training yet ignores SIGTERM: submitit bypasses it). slurmctld checks time limits every 30 s (fixed)."""
 
     def __init__(self, cpus: int = 2, memory_mb: int = 4096) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="lstm_zoo_slurm_"))
@@ -84,7 +87,7 @@ ReturnToService=2
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
-KillWait=10
+KillWait=2
 InactiveLimit=0
 MinJobAge=600
 SchedulerParameters=sched_interval=2
@@ -128,6 +131,18 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 
     def scontrol(self, *args: str) -> subprocess.CompletedProcess:
         return self.run("scontrol", *args)
+
+    def requeue(self, job_id: str, timeout: float = 60.0) -> None:
+        """Requeue a running job (as pre-emption does) and let it start again at once: SLURM holds a requeued job
+        for 2 minutes (BeginTime), which only makes a test wait."""
+        requeued = self.scontrol("requeue", job_id)
+        if requeued.returncode != 0:
+            raise RuntimeError(f"scontrol requeue {job_id}: {requeued.stderr.strip()}")
+        listed = ["squeue", "--noheader", f"--jobs={job_id}", "--format=%T|%r"]
+        self.wait(lambda: self.run(*listed).stdout.strip() == "PENDING|BeginTime", timeout, f"job {job_id} requeued")
+        released = self.scontrol("update", f"JobId={job_id}", "StartTime=now")
+        if released.returncode != 0:
+            raise RuntimeError(f"scontrol update JobId={job_id} StartTime=now: {released.stderr.strip()}")
 
     def logs(self, tail: int = 15) -> str:
         parts = []

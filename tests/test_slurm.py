@@ -100,8 +100,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
             assert sweeping.poll() is None and time.monotonic() < deadline, sweeping.stdout.read()[-3000:]
             time.sleep(0.5)
         (job_id,) = [p.name for p in sweep.glob(".submitit/*") if p.name.isdigit()]
-        requeue = cluster.scontrol("requeue", job_id)
-        assert requeue.returncode == 0, requeue.stderr
+        cluster.requeue(job_id)
         output, _ = sweeping.communicate(timeout=600)
     finally:
         sweeping.kill()
@@ -125,17 +124,28 @@ def test_a_job_killed_by_its_time_limit_is_recorded_and_a_rerun_runs_only_what_i
     sweep = tmp_path / "limited"
     jobs = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.limit_train_batches=null",
             "trainer.max_epochs=1,100000", f"hydra.sweep.dir={sweep}"]  # the long job can never end in time
-    # SLURM sends submitit's pre-timeout signal up to 60 s early: a 2-minute limit leaves the short job time to end
+    # slurmctld checks time limits every 30 s and sends submitit's pre-timeout signal at the first check with fewer
+    # than signal_delay_s + 30 s left: with a 2-minute limit the jobs get it 60 to 90 s after they start, which
+    # leaves the short job a minute to end
     limited = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-               "hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0", "hydra.launcher.signal_delay_s=1"]
+               "hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0", "hydra.launcher.signal_delay_s=30"]
     first = train(cluster, *jobs, *limited, check=False)
     assert first.returncode == 1, (first.stdout + first.stderr)[-4000:]
     records = sorted((json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")), key=lambda r: r["status"])
     assert [r["status"] for r in records] == ["completed", "failed"], records
     assert re.search("TIMEOUT|timed-out", records[1]["error"]), records[1]  # the reason, in the job's record
+    first_jobs = {p.parent.name for p in sweep.glob(".submitit/*/*_log.out")}
 
-    second = train(cluster, *jobs, *limited, check=False)  # the same command: only the failed job is submitted
-    shown = second.stdout + second.stderr
+    second = train(cluster, *jobs, *limited, background=True)  # the same command: only the failed job is submitted
+    try:
+        deadline = time.monotonic() + 300
+        while not (resumed := [log.parent.name for log in sweep.glob(".submitit/*/*_log.out") if log.parent.name
+                               not in first_jobs and "resuming this configuration's failed run" in log.read_text()]):
+            assert second.poll() is None and time.monotonic() < deadline, second.stdout.read()[-3000:]
+            time.sleep(0.5)
+        cluster.run("scancel", *resumed)  # it resumed from its failed run: no need to wait for its time limit again
+        shown, _ = second.communicate(timeout=300)
+    finally:
+        second.kill()
     assert second.returncode == 1 and shown.count("holds its completed run: not submitted again") == 1, shown[-4000:]
-    logs = job_logs(sweep)
-    assert len(logs) == 3 and "resuming this configuration's failed run" in logs[-1]
+    assert len(job_logs(sweep)) == 3

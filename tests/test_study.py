@@ -122,6 +122,7 @@ def test_a_fold_between_refits_reuses_its_refit_folds_finished_job(tickers_csv: 
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("multiprocess")  # two joblib workers: never beside another multi-process test
 def test_the_study_command_run_twice_skips_its_completed_jobs(tickers_csv: Path, tmp_path: Path) -> None:
     """experiment=walk_forward's folder layout with the joblib launcher: 2 jobs, then the same command again."""
     sweep = tmp_path / "study"
