@@ -1,65 +1,22 @@
-"""Checks that fail early and clearly: config ranges, checkpoints to resume from, and the errors users see."""
+"""Checks that fail early and clearly: config ranges, and checkpoints to resume from."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import pickle
-import sys
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import lightning as L
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_zoo.data import DataError
-from lstm_zoo.records import remove_empty_run_folder
-
-
-class ConfigError(ValueError):
-    """A config value out of range, or impossible on this machine, worded for the user."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or unsafe to load, worded for the user."""
-
-
-T = TypeVar("T")
-# errors whose message is the whole story: train.py prints one line for them instead of a traceback
-USER_ERRORS = (DataError, ConfigError, CheckpointError, FloatingPointError, MisconfigurationException)
-
-
-def user_error(err: BaseException | None) -> BaseException | None:
-    """The user-facing error behind `err`, also when Hydra's instantiate wrapped it in an InstantiationException."""
-    while err is not None and not isinstance(err, USER_ERRORS):
-        err = err.__cause__
-    return err
-
-
-def exit_on_user_error(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
-    """An entry point's task: a user error (bad data, config or checkpoint) is logged as one line and exits 1; in a
-    multirun it is re-raised without its traceback, so the sweep runs its other jobs and then exits 1."""
-    try:
-        return task(cfg)
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        logging.getLogger(task.__module__).error("%s: %s", type(cause).__name__, cause)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise cause.with_traceback(None) from None
-        if HydraConfig.initialized():  # no empty folder per mistyped command
-            remove_empty_run_folder(Path(HydraConfig.get().runtime.output_dir))
-        sys.exit(1)
+from lstm_zoo.errors import CheckpointError, ConfigError
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.core.module import _jit_is_scripting
 from torch import Tensor, nn
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models import Forecaster
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}

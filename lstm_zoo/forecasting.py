@@ -11,7 +11,7 @@ from torch import Tensor
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lstm_zoo.checks import ConfigError  # noqa: E402
+from lstm_zoo.errors import ConfigError  # noqa: E402
 from lstm_zoo.evaluation.intervals import level_name  # noqa: E402
 
 

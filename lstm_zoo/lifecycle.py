@@ -23,7 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_zoo.checks import CheckpointError, ConfigError, load_checkpoint, newest_complete_checkpoint
+from lstm_zoo.checks import load_checkpoint, newest_complete_checkpoint
+from lstm_zoo.errors import CheckpointError, ConfigError
 from lstm_zoo.records import effective_status, read_record
 
 log = logging.getLogger(__name__)

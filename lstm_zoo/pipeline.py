@@ -22,17 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from lstm_zoo.callbacks import ForecastPlot
-from lstm_zoo.checks import (
-    CheckpointError,
-    ConfigError,
-    check_config,
-    checkpoint_file,
-    keep_best_across_folders,
-    load_checkpoint,
-    user_error,
-)
+from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.data.splits import WalkForward
+from lstm_zoo.errors import CheckpointError, ConfigError, user_error
 from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals, level_name
 from lstm_zoo.evaluation.metrics import format_pvalue
 from lstm_zoo.evaluation.pooling import ticker_metrics

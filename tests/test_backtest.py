@@ -13,10 +13,10 @@ import torch
 from conftest import FAST, compose_train, write_prices_csv, write_tickers_csv
 from hydra.utils import instantiate
 
-from lstm_zoo.checks import user_error
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.data.sources import adjust_prices
 from lstm_zoo.data.splits import WalkForward, single_split
+from lstm_zoo.errors import user_error
 from lstm_zoo.pipeline import run
 
 CALENDAR = pd.bdate_range("2010-01-01", "2020-06-30")

@@ -16,9 +16,9 @@ import torch
 from omegaconf import OmegaConf
 from sklearn.linear_model import Ridge
 
-from lstm_zoo.checks import ConfigError, user_error
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.data.splits import WalkForward
+from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.evaluation.backtest import compare_backtest
 from lstm_zoo.evaluation.confidence import Bootstrap
 from lstm_zoo.models import (

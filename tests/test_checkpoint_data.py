@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lstm_zoo.checks import ConfigError, checkpoint_file
+from lstm_zoo.checks import checkpoint_file
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.pipeline import evaluate, predict, run
 from tests.conftest import compose_entry, write_prices_csv
 

@@ -27,8 +27,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lstm_zoo.checks import CheckpointError
 from lstm_zoo.data import StockDataModule
+from lstm_zoo.errors import CheckpointError
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.pipeline import evaluate, load_forecaster, run
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lstm_zoo.checks import CheckpointError, ConfigError, exit_on_user_error, user_error
 from lstm_zoo.data import DataError
+from lstm_zoo.errors import CheckpointError, ConfigError, exit_on_user_error, user_error
 from lstm_zoo.forecasting import future_dates
 from lstm_zoo.pipeline import evaluate, export, predict, run
 from tests.conftest import FAST, compose_entry, compose_train, write_prices_csv, write_tickers_csv

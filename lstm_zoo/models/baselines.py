@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lstm_zoo.checks import ConfigError
 from lstm_zoo.data import DataError, StockDataModule
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models.base import Forecaster
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 from reliability_helpers import TINY, FailAt
 
 from lstm_zoo import records
-from lstm_zoo.checks import CheckpointError, ConfigError, newest_complete_checkpoint
+from lstm_zoo.checks import newest_complete_checkpoint
+from lstm_zoo.errors import CheckpointError, ConfigError
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.lifecycle import config_id
 from lstm_zoo.pipeline import run
