@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import sys
@@ -22,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from lstm_zoo.callbacks import ForecastPlot
-from lstm_zoo.checks import check_config, checkpoint_file, keep_best_across_folders, load_checkpoint
+from lstm_zoo.checkpoints import data_for_checkpoint, keep_best_across_folders, load_forecaster
+from lstm_zoo.checks import check_config
 from lstm_zoo.data import DataError, StockDataModule
-from lstm_zoo.data.splits import WalkForward
-from lstm_zoo.errors import CheckpointError, ConfigError, user_error
+from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals, level_name
 from lstm_zoo.evaluation.metrics import format_pvalue
 from lstm_zoo.evaluation.pooling import ticker_metrics
@@ -415,76 +414,6 @@ def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockData
     clock.lap("write")
     metrics["timing"] = clock.record()
     log.info(describe(metrics["timing"]))
-
-
-def load_forecaster(path: str | Path, **overrides) -> tuple[Forecaster, dict]:
-    """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only.
-
-    `overrides` replace hyper-parameters of evaluation only, e.g. interval_levels.
-    """
-    given, path = path, checkpoint_file(str(path))
-    if Path(str(given)).is_dir():
-        log.info("ckpt_path=%s: its %s (the weights of its published test metrics)", given, Path(path).name)
-    checkpoint = load_checkpoint(path)
-    class_path = checkpoint.get("forecaster_class")
-    if not class_path:
-        raise CheckpointError(f"{path}: names no model class, so it was not written by lstm_zoo's train.py. "
-                              "Fix: ckpt_path=<a run folder of train.py, or its checkpoints/*.ckpt>.")
-    cls = get_class(class_path)
-    if not issubclass(cls, Forecaster):
-        raise CheckpointError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
-    data_state = checkpoint.get(StockDataModule.__qualname__)
-    if not data_state:
-        raise CheckpointError(f"{path}: holds no data scaling (StockDataModule state), so its forecasts cannot be "
-                              "mapped back to prices. Fix: use a checkpoint written by train.py after setup.")
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides), data_state
-
-
-LAYOUT = ("window", "horizon", "features", "target", "target_transform")  # fixed by a model's trained weights
-
-
-def data_for_checkpoint(data: DictConfig | None, data_state: dict, ckpt: str = "the checkpoint") -> StockDataModule:
-    """The data a checkpoint's model was trained on (its recorded data config, split and scaling), with the fields
-    `data` sets (any value but `???`; but null for the `LAYOUT` fields) in their place, said in one line; a field
-    the weights fix (`LAYOUT`) must equal the checkpoint's. Its validation windows are only those the model never
-    trained on (they calibrate conformal intervals)."""
-    stored = dict(data_state.get("config") or {})  # empty in checkpoints written before they recorded it
-    layout = {k: data_state[k] for k in LAYOUT if k in data_state}
-    raw = {} if data is None else OmegaConf.to_container(data, resolve=True, throw_on_missing=False)
-    target = raw.pop("_target_", "lstm_zoo.data.StockDataModule")
-    given = {k: v for k, v in raw.items() if v != "???" and not (k in LAYOUT and v is None)}  # None: the ckpt's
-    for key in LAYOUT:
-        if key in given and key in layout and given[key] != layout[key]:
-            raise ConfigError(f"data.{key}={given[key]} differs from {ckpt}'s data.{key}={layout[key]}, which its "
-                              f"trained weights fix. Fix: drop data.{key} (the checkpoint's is used), or train a model "
-                              f"with data.{key}={given[key]}.")
-    missing = [k for k, v in raw.items() if v == "???" and k not in stored and k not in layout]
-    if missing:
-        raise ConfigError(f"{ckpt} records no data configuration (written before checkpoints did), so data."
-                          f"{missing[0]} is unknown. Fix: name the data it was trained on, e.g. data=ibm, or data=csv "
-                          "data.path=<its file> (with its split).")
-
-    def same(key: str, value: object) -> bool:
-        if key == "path" and value and stored.get(key):
-            return str(Path(str(value)).expanduser().resolve()) == stored[key]
-        return value == stored.get(key)
-
-    changed = {k: v for k, v in given.items() if k not in LAYOUT and k in stored and not same(k, v)}
-    backtest = data_state.get("backtest")
-    if backtest and ({"train_end", "test_start"} & changed.keys()):
-        log.info("data.train_end/test_start from the command line replace %s's walk-forward fold %s.", ckpt,
-                 backtest.get("fold"))
-        backtest = None
-    if changed:
-        log.info("Data of %s, except from the command line: %s.", ckpt,
-                 "; ".join(f"data.{k}={v} (the checkpoint's: {stored[k]})" for k, v in changed.items()))
-    cls = get_class(target)
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in {**stored, **given, **layout}.items() if k in accepted and k != "backtest"}
-    datamodule: StockDataModule = cls(**kwargs, backtest=WalkForward(**backtest) if backtest else None)
-    datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
-    datamodule.trained_until = data_state.get("last_trained_window")  # None: not recorded (older checkpoints)
-    return datamodule
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

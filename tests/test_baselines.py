@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from sklearn.linear_model import Ridge
 
+from lstm_zoo.checkpoints import load_forecaster
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.data.splits import WalkForward
 from lstm_zoo.errors import ConfigError, user_error
@@ -30,7 +31,7 @@ from lstm_zoo.models import (
     RidgeForecaster,
 )
 from lstm_zoo.models.baselines import FitError
-from lstm_zoo.pipeline import evaluate, export, load_forecaster, predict, run
+from lstm_zoo.pipeline import evaluate, export, predict, run
 from tests.conftest import FAST, ROOT, compose_entry, compose_train, write_tickers_csv
 
 FITTED = {"drift": DriftForecaster, "mean": MeanForecaster, "linear": RidgeForecaster, "arima": ARIMAForecaster,
