@@ -265,7 +265,7 @@ def test_ensemble_averages_predictions_and_scores_them_like_a_run() -> None:
 
 
 def test_summary_prints_skill_and_dm_pvalue_beside_persistence(capsys: pytest.CaptureFixture) -> None:
-    from lstm_zoo.pipeline import print_summary
+    from lstm_zoo.evaluation.report import print_summary
 
     print_summary({"test/rmse": 1.5, "test/mae": 1.0, "test/mape": 0.7, "test/skill": -0.25,
                    "test/directional_accuracy": 0.48, "test/dm_stat": 2.5, "test/dm_pvalue": 0.013,

@@ -13,7 +13,8 @@ from conftest import write_prices_csv
 
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.evaluation.metrics import forecast_metrics
-from lstm_zoo.pipeline import print_summary, write_json
+from lstm_zoo.evaluation.report import print_summary
+from lstm_zoo.records import write_json
 
 
 def setup(path: Path | None, **kwargs) -> tuple[StockDataModule, list[str]]:
