@@ -1,10 +1,9 @@
-"""`run(cfg)` trains and tests; `evaluate`, `predict`, `export` use a checkpoint: the one place that instantiates."""
+"""`run(cfg)` trains and tests one configuration in its run folder; `evaluate(cfg)` tests a checkpoint."""
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -13,15 +12,12 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from lstm_zoo.callbacks import ForecastPlot
+from lstm_zoo.build import build, build_trainer, route_lightning_logs_to_hydra, single_device_tester
 from lstm_zoo.checkpoints import data_for_checkpoint, keep_best_across_folders, load_forecaster
-from lstm_zoo.checks import check_config
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals
@@ -36,39 +32,6 @@ from lstm_zoo.refit import refit_checkpoint, refit_fold
 from lstm_zoo.timing import EpochTimer, Stopwatch, describe, process_age
 
 log = logging.getLogger(__name__)
-
-
-def single_device_tester(trainer: L.Trainer) -> L.Trainer:
-    """A one-device trainer for rank 0: under DDP each rank would see only part of the test set."""
-    plots = [c for c in trainer.callbacks if isinstance(c, ForecastPlot)]
-    return L.Trainer(accelerator=trainer.accelerator, devices=1, logger=trainer.logger, callbacks=plots,
-                     default_root_dir=trainer.default_root_dir, enable_progress_bar=False, enable_model_summary=False)
-
-
-class DropLightningNoise(logging.Filter):
-    """Lines Lightning 2.6 logs at every Trainer start that no user can act on: a tip to install its cloud logger,
-    and a note that our own model summary callback replaces its default one. Warnings are never dropped."""
-
-    NOISE = ("litlogger", "Skipping setting a default `ModelSummary` callback")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not any(text in record.getMessage() for text in self.NOISE)
-
-
-def route_lightning_logs_to_hydra() -> None:
-    """Lightning's own handlers do not propagate, so its lines would miss Hydra's log file."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, DropLightningNoise) for f in rank_zero.filters):
-        rank_zero.addFilter(DropLightningNoise())
-    logging.captureWarnings(True)
-    # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to act on
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    # Lightning's hint to start with `srun` wherever that command exists: lstm_zoo's SLURM launchers submit the jobs
-    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
@@ -175,19 +138,9 @@ def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]
 def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock: Stopwatch) -> None:
     """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`,
     with where the time went under `timing` (`lstm_zoo.timing`)."""
-    check_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
-    model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
-                                    window=datamodule.window, interval_levels=cfg.interval_levels, _convert_="all")
     epoch_timer = EpochTimer()
-    callbacks = [*(instantiate(c) for c in cfg.callbacks.values() if c is not None), epoch_timer]
-    purge = {"purge_step": plan.purge_step} if plan.purge_step is not None and \
-        issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
-    logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
-    # a progress bar in a file (SLURM, nohup, a pipe) is carriage-return garbage: EpochLog's lines tell progress there
-    quiet = {} if sys.stderr.isatty() else {"enable_progress_bar": False}
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **quiet)
+    datamodule, model, trainer = build(cfg, callbacks=[epoch_timer], purge_step=plan.purge_step)
+    logger = trainer.logger
     log_experiment(logger, experiment_hparams(cfg, model))
     if isinstance(model, FittedForecaster):  # fit without Lightning epochs
         fit_and_test(cfg, model, datamodule, trainer, out, metrics, clock)
@@ -297,8 +250,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
         layout = {k: getattr(datamodule, k) for k in ("window", "horizon", "features", "target", "target_transform")}
         log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
+        trainer = build_trainer(cfg)
         metrics.update(test_and_write(trainer, model, datamodule, out))
         if metrics["intervals"] == NO_INTERVALS and datamodule.calibration_note:  # its validation windows: in-sample
             metrics["intervals"] = datamodule.calibration_note
