@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -18,13 +17,11 @@ from omegaconf import DictConfig
 
 from lstm_zoo.build import build, build_trainer, route_lightning_logs_to_hydra, single_device_tester
 from lstm_zoo.checkpoints import data_for_checkpoint, keep_best_across_folders, load_forecaster
-from lstm_zoo.data import DataError, StockDataModule
+from lstm_zoo.data import StockDataModule
 from lstm_zoo.errors import ConfigError, user_error
-from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals
+from lstm_zoo.evaluation.intervals import NO_INTERVALS
 from lstm_zoo.evaluation.pooling import ticker_metrics
 from lstm_zoo.evaluation.report import experiment_hparams, log_experiment, predictions_frame, print_summary
-from lstm_zoo.export import check_format, export_forecaster
-from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files, resume_command
 from lstm_zoo.models import FittedForecaster, Forecaster
 from lstm_zoo.records import RunRecord, code_version, read_record, write_json
@@ -266,63 +263,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise
     finally:
         write_json(out / "metrics.json", metrics)
-
-
-def predict(cfg: DictConfig) -> pd.DataFrame:
-    """Forecast the `horizon` trading days after the last row of `cfg.data` with a trained model, with intervals,
-    one forecast per ticker; writes forecast.csv and forecast.png into the output folder and prints the table."""
-    route_lightning_logs_to_hydra()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model, data_state = load_forecaster(cfg.ckpt_path, interval_levels=list(cfg.interval_levels))
-    datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
-    x, tickers, histories = datamodule.latest_windows()  # (T, W, F), (T,), {ticker: target history}
-    last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        forecast = model.to_forecast(model.forward_batch(x, tickers, datamodule.tickers))
-        point, quantiles = model.prices(forecast, last, tickers, datamodule.to_price)
-        try:  # split-conformal needs the validation windows of the training split
-            datamodule.setup("predict")
-            calibration = model.validation_errors(datamodule)
-            reason = datamodule.calibration_note if calibration is None and datamodule.calibration_note \
-                else NO_INTERVALS
-        except DataError as err:
-            calibration, reason = None, f"none: no validation windows for conformal intervals ({err})"
-    errors, error_tickers = (calibration[0], calibration[2]) if calibration else (None, None)
-    found = forecast_intervals(point, (model.quantiles, quantiles) if model.quantiles else None, errors,
-                               model.interval_levels, tickers, error_tickers)
-    frames, calendars = [], set()
-    for i, (ticker, history) in enumerate(histories.items()):
-        dates, calendar = future_dates(history.index[-1], datamodule.horizon, cfg.calendar)
-        calendars.add(calendar)
-        bands = central_bands(found[0], found[1][i]) if found else {}  # this ticker's (H,) bounds per level
-        frames.append(forecast_frame(ticker, dates, point[i], bands, float(history.iloc[-1])))
-    frame = pd.concat(frames, ignore_index=True)
-    frame.to_csv(out / "forecast.csv", index=False)
-    ends = sorted({str(h.index[-1].date()) for h in histories.values()})
-    title = f"{datamodule.target}, the {datamodule.horizon} {', '.join(sorted(calendars))} after {', '.join(ends)}"
-    plot_forecast(histories, frame, out / "forecast.png", f"{type(model).__name__}: {title}")
-    print(f"\n{type(model).__name__} ({cfg.ckpt_path}) on {datamodule.source}: {title}\n"
-          + frame.to_string(index=False, float_format="%.3f")
-          + f"\nIntervals: {found[2] if found else reason}. Written to {out}/forecast.csv and forecast.png.")
-    return frame
-
-
-def export(cfg: DictConfig) -> dict:
-    """Export a checkpoint's model to ONNX or TorchScript (`cfg.format`) with its scaling JSON, checked against
-    PyTorch on random windows."""
-    route_lightning_logs_to_hydra()
-    check_format(cfg.format)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model, data_state = load_forecaster(cfg.ckpt_path)
-    info = export_forecaster(model, data_state, cfg.format, out)
-    difference, shapes = info["parity_max_abs_diff"], f"{info['input']['shape']} -> {info['output']['shape']}"
-    if not difference <= 1e-4:
-        raise RuntimeError(f"the exported {cfg.format} model differs from PyTorch by {difference:.3g} on "
-                           f"{info['parity_windows']} random windows: the export is wrong (please report it).")
-    print(f"Exported {info['model_class']} to {out / info['model_file']} ({cfg.format}, {shapes}), its scaling and "
-          f"layout to {out / Path(info['model_file']).stem}.json; largest difference from PyTorch on "
-          f"{info['parity_windows']} random windows: {difference:.2g}.")
-    return info

@@ -22,6 +22,8 @@ from lstm_zoo.data.splits import WalkForward
 from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.evaluation.backtest import compare_backtest
 from lstm_zoo.evaluation.confidence import Bootstrap
+from lstm_zoo.export import export
+from lstm_zoo.forecasting import predict
 from lstm_zoo.models import (
     ARIMAForecaster,
     DriftForecaster,
@@ -31,7 +33,7 @@ from lstm_zoo.models import (
     RidgeForecaster,
 )
 from lstm_zoo.models.baselines import FitError
-from lstm_zoo.pipeline import evaluate, export, predict, run
+from lstm_zoo.pipeline import evaluate, run
 from tests.conftest import FAST, ROOT, compose_entry, compose_train, write_tickers_csv
 
 FITTED = {"drift": DriftForecaster, "mean": MeanForecaster, "linear": RidgeForecaster, "arima": ARIMAForecaster,

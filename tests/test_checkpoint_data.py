@@ -12,7 +12,8 @@ import torch
 
 from lstm_zoo.checkpoints import checkpoint_file
 from lstm_zoo.errors import ConfigError
-from lstm_zoo.pipeline import evaluate, predict, run
+from lstm_zoo.forecasting import predict
+from lstm_zoo.pipeline import evaluate, run
 from tests.conftest import compose_entry, write_prices_csv
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from lstm_zoo.checkpoints import data_for_checkpoint, load_forecaster
-from lstm_zoo.export import FORMATS, run_exported
-from lstm_zoo.pipeline import export, predict, run
+from lstm_zoo.export import FORMATS, export, run_exported
+from lstm_zoo.forecasting import predict
+from lstm_zoo.pipeline import run
 from tests.helpers import FAST, compose_entry, compose_train, recurrent_models
 
 MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)

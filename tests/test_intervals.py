@@ -24,8 +24,9 @@ from lstm_zoo.evaluation.intervals import (
     pinball_loss,
 )
 from lstm_zoo.evaluation.leaderboard import compare
+from lstm_zoo.forecasting import predict
 from lstm_zoo.models import RNNForecaster
-from lstm_zoo.pipeline import predict, run
+from lstm_zoo.pipeline import run
 from tests.helpers import CONF, FAST, compose_entry, compose_train, recurrent_models
 
 MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
