@@ -62,7 +62,7 @@ class FittedForecaster(Forecaster):
                               f"{dm.features} leaves it out of the window. Fix: add {dm.target} to data.features.")
         self.hparams.update(tickers=list(dm.tickers), target_transform=dm.target_transform,
                             target_feature=int(dm.target_index))
-        scaling = dm._scaling  # per ticker, float64, in `tickers` order (the scaled level is price * scale + offset)
+        scaling = dm.scaling.tensors  # per ticker, float64, in `tickers` order (scaled level = price * scale + offset)
         self.register_buffer("scale", scaling["scale"].clone())
         self.register_buffer("offset", scaling["offset"].clone())
         self.register_buffer("change", scaling["change"].clone())
