@@ -23,6 +23,7 @@ from lstm_zoo.data.sources import (
     DataError,
     add_derived_features,
     adjust_prices,
+    check_columns,
     clean_prices,
     load_embedded,
     read_price_csv,
@@ -145,23 +146,7 @@ class StockDataModule(L.LightningDataModule):
             raw, date_column, date_format = read_price_csv(self.path, self.sep), self.date_column, self.date_format
         else:
             raw, date_column, date_format = load_embedded(), "Date", None
-        for name in self.derived:
-            missing = [c for c in DERIVED[name][0] if c not in raw.columns]
-            if missing:
-                raise DataError(f"{self.source}: derived feature {name!r} in data.features needs column(s) {missing}, "
-                                f"which the file lacks (it has {list(map(str, raw.columns))}). Fix: drop {name!r}.")
-        if self.adjust and not {"Close", "Adj Close"} <= set(raw.columns):
-            raise DataError(f"{self.source}: data.adjust=true needs the columns Close and Adj Close, and the file has "
-                            f"{list(map(str, raw.columns))}. Fix: data.adjust=false")
-        unknown = [c for c in self.columns if c not in raw.columns and c not in DERIVED]
-        if unknown and self.scaling.scalers:  # the layout came from a checkpoint: the data must fit the model
-            raise DataError(f"{self.source}: column(s) {unknown} not found (the file has {list(map(str, raw.columns))})"
-                            f", but the checkpoint's model was trained on {self.columns}. Fix: data.path=<a file with "
-                            "those columns>, or data.date_column / data.sep if the file is read wrongly.")
-        if unknown:
-            raise DataError(f"{self.source}: column(s) {unknown} not found; the file has {list(map(str, raw.columns))}"
-                            f" and the derived features are {list(DERIVED)}. Fix: set data.target / data.features "
-                            "to one of those.")
+        check_columns(raw, self.columns, self.adjust, self.source, trained=bool(self.scaling.scalers))
         if self.requested_tickers is not None:
             parts = split_tickers(raw, self.requested_tickers, self.source)
         else:  # one series: data.ticker's, the file's only one, or IBM from the embedded file (data=ibm)
@@ -223,7 +208,7 @@ class StockDataModule(L.LightningDataModule):
             fix = "Fix: a smaller data.window/data.horizon" + (", fewer backtest.n_folds" if self.backtest else
                                                                " or other split dates")
             fix += f", or drop {name} from data.tickers." if len(frames) > 1 else "."
-            train, history = self._rows(frame, where, fix)
+            train, history = self.period.rows(frame, self.window, self.horizon, where, fix)
             self.scaling.fit(name, train, where)
             windows, dates = self._windows(name, train)
             n_train, needed = len(dates), 2 if self.val_fraction > 0 else 1
@@ -271,26 +256,6 @@ class StockDataModule(L.LightningDataModule):
         self.datasets["val"] = WindowDataset(*self.datasets["val"][index])
         self.windows["val"] = windows[keep].reset_index(drop=True)
         log.warning("conformal calibration: %s", self.calibration_note.removeprefix("none: "))
-
-    def _rows(self, frame: pd.DataFrame, where: str, fix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The ticker's training rows, and the rows its test windows read: `window` days before the first test day
-        (the trading days right before it, gap days included), the test days, and up to horizon - 1 days after."""
-        period, dates = self.period, frame.index
-        in_train = dates <= period.train_end
-        if period.train_start is not None:
-            in_train &= dates >= period.train_start
-        train = frame[in_train]  # targets stop at train_end: before the gap and the test period
-        first = int(dates.searchsorted(period.test_start))
-        stop = int(dates.searchsorted(period.test_end, side="right")) if period.test_end is not None else len(dates)
-        history = frame.iloc[max(first - self.window, 0) : stop + self.horizon - 1]
-        need = self.window + self.horizon
-        if len(train) < need:
-            raise DataError(f"{where}: the training period has {len(train)} usable rows but window + horizon = "
-                            f"{need} are needed. {fix}")
-        if stop <= first or len(history) < need:
-            raise DataError(f"{where}: the test period has {max(stop - first, 0)} rows ({len(history)} with the "
-                            f"window before it) but window + horizon = {need} are needed. {fix}")
-        return train, history
 
     def _change(self, future: np.ndarray, last: np.ndarray, where: str | None = None) -> np.ndarray:
         return target_change(future, last, self.target_transform, self.target, where or self.source)
