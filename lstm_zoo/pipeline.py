@@ -201,7 +201,7 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock:
 
 def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockDataModule, trainer: L.Trainer,
                  out: Path, metrics: dict, clock: Stopwatch) -> None:
-    """A model fit in one pass (lstm_zoo.models.baselines): `model.fit` on the training windows instead of
+    """A model fit in one pass (lstm_zoo.models.fitted): `model.fit` on the training windows instead of
     `trainer.fit`, its fitted values saved as checkpoints/last.ckpt, then validated and tested like any model."""
     if trainer.world_size > 1:
         raise ConfigError(f"{type(model).__name__} is fit in one pass on one process, not by a distributed trainer. "
