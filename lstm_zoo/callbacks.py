@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import matplotlib
 import numpy as np
+import pandas as pd
 import torch
 
 matplotlib.use("Agg")
@@ -18,33 +19,35 @@ from lightning.pytorch.callbacks import ModelSummary  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count  # noqa: E402
 
+from lstm_zoo.evaluation.metrics import step_columns  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
 class ForecastPlot(L.Callback):
-    """After testing, plot actual vs predicted prices (one step ahead, and the last step when horizon > 1) with the
-    model's prediction intervals one step ahead, one panel per ticker."""
+    """The test period's actual vs predicted prices (one step ahead, and the last step when horizon > 1) with the
+    model's prediction intervals one step ahead, one panel per ticker, drawn from the predictions frame (PNG and
+    TensorBoard). The pipeline draws it once the frame exists, for each ForecastPlot among the trainer's callbacks:
+    leave it out of the callbacks (~callbacks.forecast_plot) for no plot."""
 
     def __init__(self, dirpath: str | None = None, filename: str = "forecast.png") -> None:
         self.dirpath, self.filename = dirpath, filename
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        results = getattr(pl_module, "test_results", None)
-        if not results or not trainer.is_global_zero:
+    def draw(self, frame: pd.DataFrame, trainer: L.Trainer, model_name: str, target: str) -> None:
+        """Plot `frame` (predictions.csv's rows) into dirpath (default: the trainer's root folder) and TensorBoard."""
+        if not trainer.is_global_zero:
             return
-        dm = trainer.datamodule
-        n = len(results["actual"])
-        dates, tickers = dm.test_dates[:n], results["ticker"].cpu().numpy()
-        actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
-        shown = [i for i in range(len(dm.tickers)) if (tickers == i).any()]
-        fig, axes = plt.subplots(len(shown), 1, figsize=(11, 4.5 * len(shown)), squeeze=False)
-        for ax, index in zip(axes[:, 0], shown):
-            rows = tickers == index
-            bands = {level: (lower.cpu().numpy()[rows], upper.cpu().numpy()[rows])
-                     for level, (lower, upper) in results.get("intervals", {}).items()}
-            self._panel(ax, dates[rows], actual[rows], pred[rows], dm.target, bands)
-            name = f" {dm.tickers[index]}" if len(dm.tickers) > 1 else ""
-            ax.set_title(f"{type(pl_module).__name__}:{name} {dm.target} price prediction")
+        tickers = list(dict.fromkeys(frame["ticker"]))
+        fig, axes = plt.subplots(len(tickers), 1, figsize=(11, 4.5 * len(tickers)), squeeze=False)
+        for ax, ticker in zip(axes[:, 0], tickers):
+            rows = frame[frame["ticker"] == ticker]
+            levels = sorted({c.split("_")[1] for c in rows.columns if c.startswith("lower_")}, key=float)
+            bands = {float(level) / 100: (rows[step_columns(rows, f"lower_{level}")].to_numpy(),
+                                          rows[step_columns(rows, f"upper_{level}")].to_numpy()) for level in levels}
+            self._panel(ax, pd.to_datetime(rows["date"]).to_numpy(), rows[step_columns(rows, "actual")].to_numpy(),
+                        rows[step_columns(rows, "predicted")].to_numpy(), target, bands)
+            name = f" {ticker}" if len(tickers) > 1 else ""
+            ax.set_title(f"{model_name}:{name} {target} price prediction")
         fig.autofmt_xdate()
         fig.tight_layout()
         dirpath = Path(self.dirpath or trainer.default_root_dir)

@@ -16,12 +16,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from lstm_zoo.build import build, build_trainer, route_lightning_logs_to_hydra, single_device_tester
+from lstm_zoo.callbacks import ForecastPlot
 from lstm_zoo.checkpoints import data_for_checkpoint, keep_best_across_folders, load_forecaster
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.evaluation.intervals import NO_INTERVALS
+from lstm_zoo.evaluation.metrics import score
 from lstm_zoo.evaluation.pooling import ticker_metrics
-from lstm_zoo.evaluation.report import experiment_hparams, log_experiment, predictions_frame, print_summary
+from lstm_zoo.evaluation.predictions import predictions_frame
+from lstm_zoo.evaluation.report import experiment_hparams, log_experiment, print_summary
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files, resume_command
 from lstm_zoo.models import FittedForecaster, Forecaster
 from lstm_zoo.records import RunRecord, code_version, read_record, write_json
@@ -40,12 +43,16 @@ def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataM
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True, verbose=False)
     if clock is not None:
         clock.lap("test")
-    # float64 from the model, not Lightning's float32 callback_metrics (tiny p-values would become 0)
-    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]), **model.test_metrics,
-               "intervals": model.interval_method}
+    # float64 from the predictions, not Lightning's float32 callback_metrics (tiny p-values would become 0)
+    predictions, intervals, method = predictions_frame(model.test_forecasts, datamodule.test_dates, datamodule.tickers)
+    metrics = {"test/loss": float(trainer.callback_metrics["test/loss"]),
+               **{f"test/{k}": v for k, v in {**score(predictions), **intervals}.items()}, "intervals": method}
+    for logger in trainer.loggers:  # TensorBoard's test scalars (float32 there)
+        logger.log_metrics({k: v for k, v in metrics.items() if k != "intervals"}, step=trainer.global_step)
     if trainer.is_global_zero:
-        predictions = predictions_frame(datamodule, model.test_results)
         predictions.to_csv(out / "predictions.csv", index=False)
+        for plot in (c for c in trainer.callbacks if isinstance(c, ForecastPlot)):
+            plot.draw(predictions, trainer, type(model).__name__, datamodule.target)
         if len(datamodule.tickers) > 1:
             metrics.update(ticker_metrics(predictions))
     return metrics

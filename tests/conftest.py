@@ -22,10 +22,12 @@ from tests.helpers import (  # noqa: E402, F401  (re-exported: tests import thes
     cli,
     compose_entry,
     compose_train,
+    fast,
     fitted_models,
+    model_fields,
     read_metrics,
-    recurrent_models,
     sweep_jobs,
+    trained_models,
     write_prices_csv,
     write_tickers_csv,
 )
@@ -71,19 +73,19 @@ def session_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_once(tmp_path_factory, "session_data", lambda d: write_prices_csv(d / "prices.csv")) / "prices.csv"
 
 
-SHARED_RUN = ["data.horizon=2", "trainer.log_every_n_steps=1"]  # what every shared run adds to FAST
+SHARED_RUN = ["data.horizon=2", "trainer.log_every_n_steps=1"]  # what every shared run adds to fast(name)
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, session_csv: Path):
-    """Factory: the run folder of `model=<name>` (+ `extra` overrides) trained once per session with FAST and
-    SHARED_RUN on `session_csv`; the zoo, export, predict and interval tests read it and must not write into it."""
+    """Factory: the run folder of `model=<name>` (+ `extra` overrides) trained once per session with `fast(name)`
+    and SHARED_RUN on `session_csv`; the zoo, export, predict and interval tests read it and must not write into it."""
     from lstm_zoo.pipeline import run
 
     def get(name: str, *extra: str) -> tuple[Path, dict]:
         key = "_".join([name, *extra]).translate(str.maketrans("=[],.", "-____"))
         out = build_once(tmp_path_factory, f"run_{key}", lambda d: run(compose_train(
-            ["data=csv", f"data.path={session_csv}", *FAST, *SHARED_RUN, f"model={name}", *extra], d)))
+            ["data=csv", f"data.path={session_csv}", *fast(name), *SHARED_RUN, *extra], d)))
         return out, read_metrics(out)
 
     return get

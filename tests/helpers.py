@@ -24,20 +24,37 @@ MODELS = sorted(name for name, cfg in _MODEL_CONFIGS.items() if "_target_" in cf
 
 
 def fitted_models() -> list[str]:
-    """conf/model names of the models fit in closed form (lstm_zoo.models.FittedForecaster), without epochs."""
+    """conf/model names of the models fit in closed form (their `_target_` is a lstm_zoo.models.FittedForecaster),
+    without epochs."""
     from lstm_zoo.models import FittedForecaster
 
     return [name for name in MODELS if issubclass(get_class(_MODEL_CONFIGS[name]._target_), FittedForecaster)]
 
 
-def recurrent_models() -> list[str]:
-    """conf/model names of the recurrent zoo: every model but the baselines (lstm_zoo.models.baselines)."""
-    return [name for name in MODELS
-            if get_class(_MODEL_CONFIGS[name]._target_).__module__ != "lstm_zoo.models.baselines"]
+def trained_models() -> list[str]:
+    """conf/model names of the models trained by gradient descent in the Lightning loop: every model but the
+    fitted ones (the recurrent zoo, dlinear, any model added to conf/model); the zoo, export, interval and
+    checkpoint tests run on each."""
+    fitted = set(fitted_models())
+    return [name for name in MODELS if name not in fitted]
 
 
-# conf/debug/fast.yaml (1 epoch of 4 batches, 10-day windows, quiet) and a recurrent model of 1 layer of 8 units
-FAST = ["debug=fast", "model.hidden_size=8", "model.num_layers=1"]
+def model_fields(name: str) -> set[str]:
+    """The fields conf/model/<name>.yaml sets (hidden_size, num_layers, kernel_size...), without `_target_`."""
+    return set(_MODEL_CONFIGS[name]) - {"_target_", "defaults"}
+
+
+# a small model: applied to the fields a model's config has (a recurrent model: 1 layer of 8 units; dlinear: none)
+FAST_MODEL = {"hidden_size": 8, "num_layers": 1}
+# conf/debug/fast.yaml (1 epoch of 4 batches, 10-day windows, quiet) and a recurrent model of 1 layer of 8 units:
+# for the default model (stacked) or a recurrent one chosen with it; fast(name) suits any model
+FAST = ["debug=fast", *(f"model.{key}={value}" for key, value in FAST_MODEL.items())]
+
+
+def fast(name: str) -> list[str]:
+    """FAST for `model=<name>`: debug=fast, and only the FAST_MODEL overrides whose fields its config has."""
+    fields = model_fields(name)
+    return ["debug=fast", f"model={name}", *(f"model.{k}={v}" for k, v in FAST_MODEL.items() if k in fields)]
 
 
 def write_prices_csv(path: Path, start: str = "2020-01-01", end: str = "2022-12-31", seed: int = 0,

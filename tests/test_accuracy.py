@@ -16,13 +16,21 @@ from scipy import stats
 from torch import Tensor
 
 from lstm_zoo.data import DataError, StockDataModule, add_derived_features, clean_prices
-from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics
-from lstm_zoo.evaluation.metrics import compare_with_persistence, diebold_mariano, directional_accuracy, format_pvalue
+from lstm_zoo.evaluation.ensemble import ensemble_predictions
+from lstm_zoo.evaluation.metrics import diebold_mariano, directional_accuracy, format_pvalue, score
+from lstm_zoo.evaluation.predictions import predictions_frame
 from lstm_zoo.models import Forecaster
 from tests.helpers import FAST, ROOT, cli, compose_train
 
 TRANSFORMS = ["level", "diff", "log_return"]
 ALL_DERIVED = ["range", "gap", "log_volume", "return"]
+
+
+def scores_of_a_test_run(model: Forecaster, dm: StockDataModule) -> dict[str, float]:
+    """Test `model` on `dm` and score its predictions frame, as the pipeline does."""
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, datamodule=dm, verbose=False)  # the toy models below return CPU tensors
+    return score(predictions_frame(model.test_forecasts, dm.test_dates, dm.tickers)[0])
 
 
 def small_dm(prices_csv: Path, transform: str, **kwargs) -> StockDataModule:
@@ -70,12 +78,10 @@ class ZeroChange(Forecaster):
 
 def test_zero_change_model_scores_exactly_the_persistence_metrics(prices_csv: Path) -> None:
     dm = StockDataModule(path=str(prices_csv), target_transform="diff", window=10, features=["High", "Close"])
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.test(ZeroChange(n_features=2, horizon=1, window=10), datamodule=dm, verbose=False)
-    m = {k: v.item() for k, v in trainer.callback_metrics.items()}
+    m = scores_of_a_test_run(ZeroChange(n_features=2, horizon=1, window=10), dm)
     for key in ("rmse", "mae", "mape"):
-        assert m[f"test/{key}"] == m[f"test/persistence_{key}"]
-    assert (m["test/skill"], m["test/dm_stat"], m["test/dm_pvalue"]) == (0.0, 0.0, 1.0)
+        assert m[key] == m[f"persistence_{key}"]
+    assert (m["skill"], m["dm_stat"], m["dm_pvalue"]) == (0.0, 0.0, 1.0)
 
 
 def test_state_dict_restores_the_change_scaling(prices_csv: Path) -> None:
@@ -164,17 +170,17 @@ class ConstantLevel(Forecaster):
 
 
 def test_test_metrics_stay_float64_so_tiny_p_values_are_not_zero(prices_csv: Path) -> None:
-    """Lightning logs float32: a Diebold-Mariano p-value below ~1e-45 would become 0; test_metrics keep float64."""
+    """Lightning logs float32: a Diebold-Mariano p-value below ~1e-45 would become 0; the scores stay float64."""
     dm = StockDataModule(path=str(prices_csv), window=10)
     model = ConstantLevel(level=-1.0, window=10)  # one training range below the minimum: far off every day
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.test(model, datamodule=dm, verbose=False)
-    p = model.test_metrics["test/dm_pvalue"]
-    assert 0.0 < p < 1e-45 and trainer.callback_metrics["test/dm_pvalue"].item() == 0.0
-    results = model.test_results
-    assert model.test_metrics == pytest.approx({f"test/{k}": v for k, v in compare_with_persistence(
-        results["pred"], results["actual"], dm.datasets["test"].last).items()} | model.test_metrics, rel=1e-15)
-    assert all(isinstance(v, float) for v in model.test_metrics.values())
+    metrics = scores_of_a_test_run(model, dm)
+    p = metrics["dm_pvalue"]
+    assert 0.0 < p < 1e-45 and torch.tensor(p, dtype=torch.float32).item() == 0.0
+    collected = model.test_forecasts  # the frame holds exactly the collected float64 prices
+    assert collected.pred.dtype == torch.float64
+    persistence = collected.last.unsqueeze(1) - collected.actual
+    assert (metrics["dm_stat"], p) == diebold_mariano(collected.pred - collected.actual, persistence)
+    assert all(isinstance(v, float) for v in metrics.values())
 
 
 def test_directional_accuracy_leaves_out_days_whose_price_did_not_change(tmp_path: Path) -> None:
@@ -189,12 +195,10 @@ def test_directional_accuracy_leaves_out_days_whose_price_did_not_change(tmp_pat
     path = tmp_path / "flat.csv"
     pd.DataFrame({"Date": dates.strftime("%Y-%m-%d"), "High": high}).to_csv(path, index=False)
     dm = StockDataModule(path=str(path), window=10)
-    model = ConstantLevel(level=10.0, window=10)  # far above every price: every forecast says "up"
-    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(model, datamodule=dm,
-                                                                                      verbose=False)
+    metrics = scores_of_a_test_run(ConstantLevel(level=10.0, window=10), dm)  # far above every price: always "up"
     change = np.diff(high)[test - 1]  # each test day's change from the day before
     assert (change == 0).sum() >= 10
-    assert model.test_metrics["test/directional_accuracy"] == pytest.approx((change > 0).sum() / (change != 0).sum())
+    assert metrics["directional_accuracy"] == pytest.approx((change > 0).sum() / (change != 0).sum())
 
 
 @pytest.mark.parametrize(("transform", "growth"), [("diff", lambda t: 100 + 0.01 * t),
@@ -212,10 +216,11 @@ def test_a_zero_change_scale_is_a_data_error_naming_the_cause(tmp_path: Path, tr
 
 
 def test_skill_is_zero_for_persistence_and_positive_for_a_better_forecast() -> None:
-    last = torch.tensor([100.0, 101.0, 99.0, 102.0, 100.0, 98.0])
-    actual = torch.tensor([[101.0], [99.0], [102.0], [100.0], [98.0], [99.0]])
-    assert compare_with_persistence(last.unsqueeze(1), actual, last)["skill"] == 0.0
-    better = compare_with_persistence(0.5 * (last.unsqueeze(1) + actual), actual, last)
+    last = np.array([100.0, 101.0, 99.0, 102.0, 100.0, 98.0])
+    actual = np.array([101.0, 99.0, 102.0, 100.0, 98.0, 99.0])
+    frame = pd.DataFrame({"actual": actual, "predicted": last, "persistence": last})
+    assert score(frame)["skill"] == 0.0
+    better = score(frame.assign(predicted=0.5 * (last + actual)))
     assert better["skill"] == pytest.approx(0.5) and better["dm_stat"] < 0 and better["directional_accuracy"] == 1.0
 
 
@@ -257,9 +262,9 @@ def test_ensemble_averages_predictions_and_scores_them_like_a_run() -> None:
     other = base.assign(predicted=[11.0, 13.0, 10.0])
     ensemble = ensemble_predictions([base, other])
     assert ensemble["predicted"].tolist() == [10.0, 12.0, 11.0]
-    metrics = predictions_metrics(ensemble)
-    assert metrics["test/rmse"] == 0.0 and metrics["test/skill"] == 1.0
-    assert metrics["test/persistence_rmse"] == pytest.approx(math.sqrt((0.25 + 4 + 1) / 3))
+    metrics = score(ensemble)
+    assert metrics["rmse"] == 0.0 and metrics["skill"] == 1.0
+    assert metrics["persistence_rmse"] == pytest.approx(math.sqrt((0.25 + 4 + 1) / 3))
     with pytest.raises(ValueError, match="other days"):
         ensemble_predictions([base, base.iloc[:2]])
 
@@ -326,6 +331,6 @@ def test_beat_persistence_sweep_reports_skill_and_diebold_mariano(tmp_path: Path
             assert math.isfinite(metrics[key])
         assert metrics["test/skill"] == pytest.approx(1 - metrics["test/rmse"] / metrics["test/persistence_rmse"],
                                                       abs=1e-5)
-    table = cli("scripts/ensemble.py", [str(sweep)], check=True)
-    row = table.stdout.strip().splitlines()[-1].split("|")
-    assert row[1].strip() == "all" and row[2].strip() == "2"  # one configuration, its two seeds averaged
+    cli("scripts/compare.py", [str(sweep)], check=True)
+    ensembles = pd.read_csv(sweep / "leaderboard_ensembles.csv", index_col="model")
+    assert ensembles.loc["gru", "runs"] == 2  # one configuration, its two seeds averaged

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 from sklearn.linear_model import Ridge
 
@@ -34,10 +35,10 @@ from lstm_zoo.models import (
 )
 from lstm_zoo.models.baselines import FitError
 from lstm_zoo.pipeline import evaluate, run
-from tests.conftest import FAST, ROOT, compose_entry, compose_train, write_tickers_csv
+from tests.conftest import CONF, FAST, ROOT, compose_entry, compose_train, fitted_models, write_tickers_csv
 
-FITTED = {"drift": DriftForecaster, "mean": MeanForecaster, "linear": RidgeForecaster, "arima": ARIMAForecaster,
-          "ets": ETSForecaster}
+# every model fit in closed form, by its conf/model name: a baseline added there is tested here by itself
+FITTED = {name: get_class(OmegaConf.load(CONF / "model" / f"{name}.yaml")._target_) for name in fitted_models()}
 QUICK = [o for o in FAST if not o.startswith("model.")]  # baselines have no hidden_size
 
 
@@ -140,7 +141,7 @@ def test_no_baseline_sees_a_price_on_or_after_its_folds_first_test_day(tmp_path:
     assert not torch.equal(other.datasets["test"].actual, original.datasets["test"].actual)  # the change hit the test
 
 
-@pytest.mark.parametrize("name", ["drift", "mean", "linear", "arima", "ets", "dlinear"])
+@pytest.mark.parametrize("name", [*FITTED, "dlinear"])
 def test_each_baseline_trains_evaluates_and_predicts_like_any_model(tmp_path: Path, name: str) -> None:
     csv = write_tickers_csv(tmp_path / "stocks.csv", start="2019-01-01")
     data = ["data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]"]
@@ -174,6 +175,15 @@ def test_a_baseline_and_an_lstm_are_ranked_in_one_confidence_set(tmp_path: Path)
     assert {"lstm_zoo.models.RidgeForecaster", "lstm_zoo.models.RNNForecaster", "persistence"} <= set(pooled.index)
     assert pooled["in_mcs_0.1"].notna().all() and pooled["in_mcs_0.1"].any()
     assert (sweep / "leaderboard.md").read_text().count("RidgeForecaster") >= 1
+    # the ridge is fit without gradient descent: the best (only) baseline the LSTM is tested against
+    assert pooled["fitted"].to_dict() == {"lstm_zoo.models.RidgeForecaster": True,
+                                          "lstm_zoo.models.RNNForecaster": False,
+                                          "persistence": pytest.approx(np.nan, nan_ok=True)}
+    tests = json.loads((sweep / "leaderboard.json").read_text())
+    assert tests["best_baseline"] == "lstm_zoo.models.RidgeForecaster" == tables["best_baseline"]
+    assert tests["trained"] == ["lstm_zoo.models.RNNForecaster"] and 0 <= tests["spa_p_vs_best_baseline"] <= 1
+    assert "'no trained model beats the best baseline': benchmark lstm_zoo.models.RidgeForecaster" in (
+        sweep / "leaderboard.md").read_text()
 
 
 def test_an_arima_that_does_not_converge_fails_its_job_in_one_line(tmp_path: Path) -> None:

@@ -12,14 +12,20 @@ import pytest
 import statsmodels.api as sm
 import torch
 from arch.bootstrap import SPA, StationaryBootstrap
-from conftest import CONF, FAST, MODELS, cli, fitted_models, recurrent_models, sweep_jobs, write_tickers_csv
+from conftest import CONF, FAST, cli, fitted_models, sweep_jobs, trained_models, write_tickers_csv
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lstm_zoo.evaluation.backtest import backtest_tables, main
-from lstm_zoo.evaluation.confidence import Bootstrap, StudentizedSPA, confidence_set_pvalues, spa_pvalue
-from lstm_zoo.evaluation.ensemble import predictions_metrics
-from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags
+from lstm_zoo.evaluation.backtest import backtest_tables, verdict
+from lstm_zoo.evaluation.compare import main
+from lstm_zoo.evaluation.confidence import (
+    Bootstrap,
+    StudentizedSPA,
+    confidence_set_pvalues,
+    spa_against_best,
+    spa_pvalue,
+)
+from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags, score
 from lstm_zoo.evaluation.pooling import daily_losses, pool_folds, pooled_dm, pooled_metrics, relative_losses
 
 QUICK = Bootstrap(block_size=10, reps=300, seed=0)
@@ -48,7 +54,7 @@ def test_pooling_is_the_concatenation_of_the_folds_and_refuses_overlaps() -> Non
     pd.testing.assert_frame_equal(pooled, frame.sort_values(["ticker", "date"]).reset_index(drop=True))
     for ticker, part in pooled.groupby("ticker"):  # the pooled RMSE is that of all folds' errors together
         errors = np.concatenate([(f["predicted"] - f["actual"])[f["ticker"] == ticker] for f in folds])
-        assert predictions_metrics(part)["test/rmse"] == pytest.approx(math.sqrt((errors**2).mean()), rel=1e-12)
+        assert score(part)["rmse"] == pytest.approx(math.sqrt((errors**2).mean()), rel=1e-12)
     with pytest.raises(ValueError, match=r"share a ticker and date .* their test periods overlap"):
         pool_folds([folds[0], folds[1], folds[1].iloc[:5]])
 
@@ -66,10 +72,10 @@ def test_the_relative_loss_is_scale_free_and_one_for_persistence() -> None:
 def test_pooled_metrics_of_one_ticker_and_fold_are_the_usual_ones() -> None:
     one = forecasts(0.8, seed=2, folds=1)
     one = one[one["ticker"] == "AAA"]
-    usual, pooled = predictions_metrics(one), pooled_metrics(one)
-    assert pooled["skill"] == pytest.approx(usual["test/skill"], rel=1e-9)
-    assert pooled["dm_stat"] == pytest.approx(usual["test/dm_stat"], rel=1e-9)
-    assert pooled["dm_pvalue"] == pytest.approx(usual["test/dm_pvalue"], rel=1e-9)
+    usual, pooled = score(one), pooled_metrics(one)
+    assert pooled["skill"] == pytest.approx(usual["skill"], rel=1e-9)
+    assert pooled["dm_stat"] == pytest.approx(usual["dm_stat"], rel=1e-9)
+    assert pooled["dm_pvalue"] == pytest.approx(usual["dm_pvalue"], rel=1e-9)
 
 
 def test_the_mcs_keeps_a_clearly_best_forecast_and_drops_a_clearly_worse_one() -> None:
@@ -158,6 +164,35 @@ def test_the_spa_of_a_model_better_or_worse_by_a_constant_is_defined() -> None:
     assert spa_pvalue(benchmark, pd.DataFrame({"worse": benchmark + 0.1, "same": benchmark}), QUICK) == 1.0
 
 
+def test_the_spa_against_the_best_baseline_finds_a_better_trained_model_and_none_where_there_is_none() -> None:
+    rng = np.random.default_rng(3)
+    drift = rng.chisquare(1, 750) + 1.0  # the better of two baselines: the benchmark
+    losses = pd.DataFrame({"drift": drift, "mean": drift + 0.5 + rng.normal(0, 0.3, 750),
+                           "lstm": drift - 0.1 + rng.normal(0, 0.2, 750),  # clearly better than drift
+                           "gru": drift + 0.05 + rng.normal(0, 0.5, 750)})  # a little worse than drift
+    best, p = spa_against_best(losses, ["mean", "drift"], ["lstm", "gru"], QUICK)
+    assert best == "drift" and p < 0.01
+    best, p = spa_against_best(losses, ["mean", "drift"], ["gru"], QUICK)
+    assert best == "drift" and p > 0.2
+    assert spa_against_best(losses, [], ["gru"], QUICK)[0] is None
+
+
+def test_backtest_tables_test_the_trained_configurations_against_the_best_fitted_one() -> None:
+    runs = {"drift": {0: forecasts(0.8, seed=20)}, "mean": {0: forecasts(1.5, seed=21)},
+            "lstm": {0: forecasts(0.5, seed=22), 1: forecasts(0.5, seed=23)}}
+    tables = backtest_tables(runs, QUICK, (0.10,), fitted={"drift", "mean"})
+    assert tables["best_baseline"] == "drift" and tables["trained"] == ["lstm"] and tables["spa_baseline_p"] < 0.01
+    assert tables["pooled"]["fitted"].to_dict() == {"lstm": False, "drift": True, "mean": True,
+                                                    "persistence": pytest.approx(np.nan, nan_ok=True)}
+    text = "\n".join(verdict(tables, (0.10,), QUICK))
+    assert "'no trained model beats the best baseline': benchmark drift" in text and "rejected at 5%: at least" in text
+    worse = backtest_tables({**runs, "lstm": {0: forecasts(1.2, seed=24)}}, QUICK, (0.10,), fitted={"drift", "mean"})
+    assert worse["best_baseline"] == "drift" and worse["spa_baseline_p"] > 0.2
+    assert "no trained model is shown to beat it" in "\n".join(verdict(worse, (0.10,), QUICK))
+    alone = backtest_tables(runs, QUICK, (0.10,))  # nothing fitted: no such test
+    assert alone["best_baseline"] is None and math.isnan(alone["spa_baseline_p"])
+
+
 def ar1(rng: np.random.Generator, phi: float, days: int) -> np.ndarray:
     shocks, series = rng.normal(size=days), np.zeros(days)
     for t in range(1, days):
@@ -219,7 +254,7 @@ def test_backtest_tables_pool_per_seed_and_judge_on_the_seed_mean_loss() -> None
     folds, tickers = tables["per_fold"], tables["per_ticker"]
     fold1 = [pooled_metrics(frame[frame["fold"] == 1])["skill"] for frame in runs["bad"].values()]
     assert folds.set_index(["config", "fold"]).loc[("bad", 1), "skill_mean"] == pytest.approx(np.mean(fold1))
-    aaa = [predictions_metrics(frame[frame["ticker"] == "AAA"])["test/rmse"] for frame in runs["good"].values()]
+    aaa = [score(frame[frame["ticker"] == "AAA"])["rmse"] for frame in runs["good"].values()]
     assert tickers.set_index(["ticker", "config"]).loc[("AAA", "good"), "rmse_mean"] == pytest.approx(np.mean(aaa))
 
 
@@ -232,7 +267,7 @@ def single_run(folder: Path, model: str, frame: pd.DataFrame, tickers: list[str]
                    folder / ".hydra" / "hydra.yaml")
     frame.drop(columns="fold").to_csv(folder / "predictions.csv", index=False)
     metrics = {"status": "completed", "num_parameters": 10, "train_seconds": 1.0, "epochs": 1,
-               **predictions_metrics(frame)}
+               **{f"test/{k}": v for k, v in score(frame).items()}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return metrics
 
@@ -266,8 +301,7 @@ def test_walk_forward_experiment_sweeps_models_targets_seeds_and_eight_folds() -
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=walk_forward"], return_hydra_config=True)
     jobs = sweep_jobs("walk_forward")  # model: glob(...) expanded as Hydra's sweeper does
-    trained = sorted(set(MODELS) - set(fitted_models()))  # the recurrent models and dlinear: 3 seeds each
-    assert set(recurrent_models()) < set(trained)
+    trained = trained_models()  # every model but those fit in closed form: 3 seeds each
     assert len(jobs) == len(trained) * 2 * 3 * 8 and {f"model={m}" for m in trained} == {o for job in jobs for o in job
                                                                                        if o.startswith("model=")}
     baselines = sweep_jobs("walk_forward_baselines")  # deterministic: one seed, into the same study folder

@@ -208,12 +208,20 @@ def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(real_sweep: P
     assert table.loc["vanilla", "rmse_std"] == pytest.approx(statistics.stdev(rmses))
     skills = [1 - m["test/rmse"] / m["test/persistence_rmse"] for m in map(read_metrics, runs)]
     assert table.loc["vanilla", "skill_min"] == pytest.approx(min(skills))
-    assert table.loc["vanilla", "dm_p_max"] == max(read_metrics(r)["test/dm_pvalue"] for r in runs)
+    assert table.loc["vanilla", "dm_pvalue_max"] == max(read_metrics(r)["test/dm_pvalue"] for r in runs)
     frames = [pd.read_csv(r / "predictions.csv") for r in runs]
     steps = (("predicted", "actual"), ("predicted_t+2", "actual_t+2"))  # the shared sweep forecasts 2 days
     errors = pd.concat([(frames[0][p] + frames[1][p]) / 2 - frames[0][a] for p, a in steps])
     by_hand = float(((errors**2).mean()) ** 0.5)
     assert table.loc["vanilla", "ensemble_rmse"] == pytest.approx(by_hand, rel=1e-9)
+    # the seed-ensemble table (what scripts/ensemble.py printed): each seed's skill and DM p, validation first
+    ensembles = pd.read_csv(sweep / "leaderboard_ensembles.csv", index_col="model")
+    assert ensembles.loc["vanilla", "runs"] == 2 and ensembles.loc["vanilla", "ensemble_rmse"] == table.loc[
+        "vanilla", "ensemble_rmse"]
+    assert ensembles.loc["vanilla", "skill_per_seed"].split() == [f"{read_metrics(r)['test/skill']:+.4f}" for r in runs]
+    assert ensembles.loc["vanilla", "val_rmse"] == pytest.approx(statistics.mean(read_metrics(r)["val/rmse"]
+                                                                                 for r in runs))
+    assert "Seed ensembles" in (sweep / "leaderboard.md").read_text()
     beats = "yes" if min(skills) > 0 else "no"
     assert f"| {beats} |" in (sweep / "leaderboard.md").read_text()  # the "skill > 0 on every seed" column
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "predictions.png"):

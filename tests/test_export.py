@@ -14,9 +14,9 @@ from lstm_zoo.checkpoints import data_for_checkpoint, load_forecaster
 from lstm_zoo.export import FORMATS, export, run_exported
 from lstm_zoo.forecasting import predict
 from lstm_zoo.pipeline import run
-from tests.helpers import FAST, compose_entry, compose_train, recurrent_models
+from tests.helpers import FAST, compose_entry, compose_train, trained_models
 
-MODELS = recurrent_models()  # the baselines have tests of their own (test_baselines.py)
+MODELS = trained_models()  # the models fit in closed form have tests of their own (test_baselines.py)
 
 
 def tiny_run(csv: Path, out: Path, *overrides: str) -> Path:

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lstm_zoo import records
-from lstm_zoo.evaluation.backtest import main as compare_main
+from lstm_zoo.evaluation.compare import main as compare_main
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.pipeline import run
 

@@ -1,4 +1,4 @@
-"""Leaderboard of a walk-forward or multi-ticker sweep, and the `scripts/compare.py` command line.
+"""Leaderboard of a walk-forward or multi-ticker sweep (`scripts/compare.py` on such a sweep).
 
 `python scripts/compare.py <sweep> [--by model data.target_transform]`: a configuration is one value of the --by
 keys; its runs differ in fold (`backtest.fold`), seed and, for per-ticker models, ticker. Per configuration and
@@ -9,18 +9,16 @@ seed the out-of-sample forecasts of all its runs are pooled into one series (eve
   loss series (each day's relative loss averaged over its seeds: the configuration as a recipe, one run of it);
 - per-fold table and plot: the pooled skill of each fold (test period), mean ± std over seeds;
 - per-ticker table: RMSE, MAE, MAPE, skill, directional accuracy and DM in the ticker's price units;
-- the MCS at 10% and 25% over all configurations plus persistence, and Hansen's SPA test of "no configuration
-  beats persistence" (`lstm_zoo.evaluation.confidence`), said in words.
-
-A sweep of single-split, single-ticker runs gets the plain leaderboard of `lstm_zoo.evaluation.leaderboard`, and so
-does a folder of single runs such as outputs/runs (each `python train.py ...` run its own row: `--by run`, the
-default there), since runs made one by one differ in whatever their commands changed and are not pooled.
+- the MCS at 10% and 25% over all configurations plus persistence, and Hansen's SPA tests of "no configuration
+  beats persistence" and, when the sweep has both, "no trained model beats the best baseline" (the configuration
+  of a model fit without gradient descent, `FittedForecaster`, with the lowest pooled loss), said in words and
+  written to leaderboard.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import matplotlib
@@ -29,22 +27,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from hydra.utils import get_class  # noqa: E402
 
-from lstm_zoo.evaluation.confidence import Bootstrap, confidence_set_pvalues, spa_pvalue  # noqa: E402
-from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns  # noqa: E402
-from lstm_zoo.evaluation.leaderboard import code_versions, compare, group_label, markdown, read_sweep  # noqa: E402
-from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
+from lstm_zoo.evaluation.confidence import (  # noqa: E402
+    Bootstrap,
+    confidence_set_pvalues,
+    spa_against_best,
+    spa_pvalue,
+)
+from lstm_zoo.evaluation.leaderboard import code_versions, group_label, markdown, pm, read_sweep  # noqa: E402
+from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score, step_columns  # noqa: E402
 from lstm_zoo.evaluation.pooling import (  # noqa: E402
     is_single_split,
     pool_folds,
     pooled_dm,
     pooled_metrics,
-    relative_losses,
-    squared_errors,
+    seed_mean_losses,
 )
+from lstm_zoo.models.fitted import FittedForecaster  # noqa: E402
+from lstm_zoo.records import write_json  # noqa: E402
 
 PERSISTENCE = "persistence"
+POOLED = [m for m in METRICS if m.pooled and m.over_seeds == "mean"]  # scale-free: pooled over tickers
+PER_TICKER = [m for m in METRICS if m.over_seeds == "mean"]  # in the ticker's price units
 
 
 def sweep_keys(by: list[str]) -> list[str]:
@@ -52,16 +57,15 @@ def sweep_keys(by: list[str]) -> list[str]:
     return list(dict.fromkeys([*by, "backtest.fold", "data.tickers"]))
 
 
-def is_backtest(runs: pd.DataFrame) -> bool:
-    """Runs with walk-forward folds or with data.tickers (global or per-ticker models) get the pooled report."""
-    return bool(runs["backtest.fold"].notna().any() or runs["data.tickers"].notna().any())
+def fitted_configurations(runs: pd.DataFrame, by: list[str]) -> set[str]:
+    """Labels of the configurations whose completed runs all train a model fit without gradient descent: a
+    subclass of `FittedForecaster` (drift, mean, linear, arima, ets) as the run config's `model._target_`."""
+    def fitted(target: object) -> bool:
+        return isinstance(target, str) and issubclass(get_class(target), FittedForecaster)
 
-
-def single_runs(sweep: Path, runs: pd.DataFrame) -> bool:
-    """Every run folder of `sweep` holds a single `python train.py` run (Hydra mode RUN), none a sweep's job."""
-    modes = {OmegaConf.select(OmegaConf.load(sweep / run / ".hydra" / "hydra.yaml"), "hydra.mode")
-             for run in runs["run"] if (sweep / run / ".hydra" / "hydra.yaml").is_file()}
-    return modes == {"RUN"}
+    done = runs[runs["completed"]]
+    return {group_label(key) for key, group in done.groupby(by, dropna=False)
+            if group["model_target"].map(fitted).all()}
 
 
 def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.DataFrame]]:
@@ -80,17 +84,6 @@ def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.
                                  "tells those runs apart in --by, or list each run on its own with --by run.") from None
         forecasts[group_label(key)] = per_seed
     return forecasts
-
-
-def seed_mean_losses(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
-    """Per (ticker, date): fold, squared errors in price units and relative losses, each averaged over the seeds."""
-    frames = []
-    for frame in per_seed.values():
-        losses = relative_losses(frame)
-        frames.append(losses.assign(error=squared_errors(frame, "predicted"),
-                                    persistence_error=squared_errors(frame, "persistence"))
-                      [["ticker", "date", "fold", "actual", "error", "persistence_error", "loss", "persistence_loss"]])
-    return pd.concat(frames).groupby(["ticker", "date"]).mean()
 
 
 def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int, single_split: bool) -> float:
@@ -113,8 +106,9 @@ def fold_label(frame: pd.DataFrame) -> str:
 
 
 def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bootstrap,
-                    sizes: tuple[float, ...]) -> dict:
-    """The pooled, per-fold and per-ticker tables, the daily loss matrix, MCS p-values and the SPA p-value."""
+                    sizes: tuple[float, ...], fitted: Collection[str] = ()) -> dict:
+    """The pooled, per-fold and per-ticker tables, the daily loss matrix, MCS p-values and the SPA p-values
+    against persistence and against the best of the `fitted` configurations (baselines)."""
     losses = {config: seed_mean_losses(per_seed) for config, per_seed in forecasts.items()}
     common = sorted(set.intersection(*(set(frame.index) for frame in losses.values())))
     reference = next(iter(losses.values())).loc[common]
@@ -129,17 +123,19 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
     horizon = len(step_columns(next(iter(next(iter(forecasts.values())).values())), "actual"))
     mcs = confidence_set_pvalues(daily, bootstrap)
     spa = spa_pvalue(daily[PERSISTENCE], daily.drop(columns=PERSISTENCE), bootstrap)
+    trained = [c for c in forecasts if c not in fitted]
+    best_baseline, spa_baseline = spa_against_best(daily, [c for c in forecasts if c in fitted], trained, bootstrap)
 
     pooled, per_fold, per_ticker = [], [], []
     for config, per_seed in forecasts.items():
         seeds = [pooled_metrics(frame) for frame in per_seed.values()]
-        row = {"config": config, "seeds": len(per_seed),
+        row = {"config": config, "fitted": config in fitted, "seeds": len(per_seed),
                "folds": len(set().union(*(set(f["fold"]) for f in per_seed.values()))),
                "tickers": len(set().union(*(set(f["ticker"]) for f in per_seed.values()))),
                "days": len(daily), "dm_p": dm_pvalue(daily[config], daily[PERSISTENCE], horizon,
                                                    is_single_split(losses[config].reset_index())),
                "mcs_p": mcs[config], **{f"in_mcs_{size:g}": bool(mcs[config] >= size) for size in sizes}}
-        for key in ("rel_mse", "skill", "mape", "directional_accuracy"):
+        for key in ("rel_mse", "skill", *(m.name for m in POOLED)):
             row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[key] for m in seeds])
         pooled.append(row)
         folds = sorted(set().union(*(set(f["fold"]) for f in per_seed.values())))
@@ -150,29 +146,25 @@ def backtest_tables(forecasts: dict[str, dict[int, pd.DataFrame]], bootstrap: Bo
                              "skill_mean": skill_mean, "skill_std": skill_std})
         mean_losses = losses[config]
         for ticker in sorted(set().union(*(set(f["ticker"]) for f in per_seed.values()))):
-            metrics = [predictions_metrics(frame[frame["ticker"] == ticker]) for frame in per_seed.values()
+            metrics = [score(frame[frame["ticker"] == ticker]) for frame in per_seed.values()
                        if (frame["ticker"] == ticker).any()]
             mine = mean_losses.loc[ticker]
             row = {"ticker": ticker, "config": config, "seeds": len(metrics),
-                   "persistence_rmse": metrics[0]["test/persistence_rmse"],
+                   "persistence_rmse": metrics[0]["persistence_rmse"],
                    "dm_p": dm_pvalue(mine["error"], mine["persistence_error"], horizon, mine["fold"].nunique() == 1)}
-            for key in ("rmse", "mae", "mape", "skill", "directional_accuracy"):
-                row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m[f"test/{key}"] for m in metrics])
+            for m in PER_TICKER:
+                row[f"{m.name}_mean"], row[f"{m.name}_std"] = mean_std([metric[m.name] for metric in metrics])
             per_ticker.append(row)
-    first = next(iter(next(iter(forecasts.values())).values()))
+    first = pooled_metrics(next(iter(next(iter(forecasts.values())).values())))
     persistence = {"config": PERSISTENCE, "days": len(daily), "rel_mse_mean": 1.0, "skill_mean": 0.0,
-                   "mape_mean": pooled_metrics(first)["persistence_mape"],
+                   **{f"{m.name}_mean": first[f"persistence_{m.name}"] for m in POOLED if m.persistence},
                    "mcs_p": mcs[PERSISTENCE], **{f"in_mcs_{size:g}": bool(mcs[PERSISTENCE] >= size) for size in sizes}}
     pooled_table = pd.DataFrame([*pooled, persistence]).set_index("config").sort_values("rel_mse_mean")
     return {"pooled": pooled_table, "per_fold": pd.DataFrame(per_fold),
             "per_ticker": pd.DataFrame(per_ticker).sort_values(["ticker", "rmse_mean"]), "daily": daily,
-            "mcs": mcs, "spa_p": spa, "dropped_days": {c: len(f) - len(common) for c, f in losses.items()}}
-
-
-def pm(mean: float, std: float, digits: int = 3) -> str:
-    if mean is None or pd.isna(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" if std is None or pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+            "mcs": mcs, "spa_p": spa, "best_baseline": best_baseline, "spa_baseline_p": spa_baseline,
+            "trained": trained,
+            "dropped_days": {c: len(f) - len(common) for c, f in losses.items()}}
 
 
 def verdict(tables: dict, sizes: tuple[float, ...], bootstrap: Bootstrap) -> list[str]:
@@ -191,6 +183,18 @@ def verdict(tables: dict, sizes: tuple[float, ...], bootstrap: Bootstrap) -> lis
                 "not rejected at 5%: no configuration is shown to beat persistence")
     lines.append(f"SPA test (Hansen 2005, consistent p-value; same bootstrap) of 'no configuration beats persistence' "
                  f"over the {len(configs)} configuration(s) tried: p = {format_pvalue(spa)}, {decision}.")
+    best, trained = tables["best_baseline"], tables["trained"]
+    if best is not None:
+        spa = tables["spa_baseline_p"]
+        decision = ("rejected at 5%: at least one trained model beats it" if spa < 0.05 else
+                    "not rejected at 5%: no trained model is shown to beat it")
+        lines.append(f"SPA test (same bootstrap) of 'no trained model beats the best baseline': benchmark {best}, the "
+                     "configuration fit without gradient descent with the lowest pooled loss (chosen on these same "
+                     f"days), against the {len(trained)} trained configuration(s): p = {format_pvalue(spa)}, "
+                     f"{decision}.")
+    elif not trained:
+        lines.append("Every configuration is a baseline fit without gradient descent: no trained model to test "
+                     "against the best of them.")
     return lines
 
 
@@ -202,9 +206,8 @@ def shown_tables(tables: dict, sizes: tuple[float, ...], name: str) -> dict[str,
         pooled[column] = ["" if pd.isna(v) else f"{v:.0f}" for v in table[column]]
     pooled["rel. MSE"] = [pm(m, s, 4) for m, s in zip(table["rel_mse_mean"], table.get("rel_mse_std"))]
     pooled["skill"] = [pm(m, s, 4) for m, s in zip(table["skill_mean"], table.get("skill_std"))]
-    pooled["MAPE %"] = [pm(m, s) for m, s in zip(table.get("mape_mean"), table.get("mape_std"))]
-    pooled["dir. acc."] = [pm(m, s) for m, s in zip(table.get("directional_accuracy_mean"),
-                                                    table.get("directional_accuracy_std"))]
+    for m in POOLED:
+        pooled[m.label] = [pm(mean, std) for mean, std in zip(table[f"{m.name}_mean"], table[f"{m.name}_std"])]
     pooled["DM p (seed-mean loss)"] = [format_pvalue(v) for v in table["dm_p"]]
     pooled["MCS p"] = [f"{v:.3f}" for v in table["mcs_p"]]
     for size in sizes:
@@ -220,9 +223,9 @@ def shown_tables(tables: dict, sizes: tuple[float, ...], name: str) -> dict[str,
     tickers = tables["per_ticker"]
     per_ticker = pd.DataFrame({name: tickers["config"].to_numpy(), "seeds": tickers["seeds"].to_numpy()},
                               index=tickers["ticker"].to_numpy())
-    for key, name in (("rmse", "RMSE"), ("mae", "MAE"), ("mape", "MAPE %"), ("skill", "skill"),
-                      ("directional_accuracy", "dir. acc.")):
-        per_ticker[name] = [pm(m, s) for m, s in zip(tickers[f"{key}_mean"], tickers[f"{key}_std"])]
+    for m in PER_TICKER:
+        per_ticker[m.label] = [pm(mean, std) for mean, std in
+                               zip(tickers[f"{m.name}_mean"], tickers[f"{m.name}_std"])]
     per_ticker["persistence RMSE"] = [f"{v:.3f}" for v in tickers["persistence_rmse"]]
     per_ticker["DM p (seed-mean loss)"] = [format_pvalue(v) for v in tickers["dm_p"]]
     return {"pooled": pooled, "per_fold": per_fold, "per_ticker": per_ticker}
@@ -254,7 +257,7 @@ def compare_backtest(sweep: Path, by: list[str], bootstrap: Bootstrap | None = N
     forecasts = read_forecasts(runs, by)
     if not forecasts:
         raise SystemExit(f"{sweep}: no completed run with predictions.csv. Fix: pass a sweep of finished runs.")
-    tables = backtest_tables(forecasts, bootstrap, sizes)
+    tables = backtest_tables(forecasts, bootstrap, sizes, fitted_configurations(runs, by))
     name = " / ".join(by)
     shown = shown_tables(tables, sizes, name)
     failed = runs.loc[~runs["completed"], ["run", "status"]]
@@ -277,44 +280,15 @@ def compare_backtest(sweep: Path, by: list[str], bootstrap: Bootstrap | None = N
     report = "\n".join(text + notes) + "\n"
     (sweep / "leaderboard.md").write_text(report)
     tables["pooled"].to_csv(sweep / "pooled.csv")
+    tests = {"days": len(tables["daily"]), "spa_p_vs_persistence": tables["spa_p"],
+             "best_baseline": tables["best_baseline"], "spa_p_vs_best_baseline": tables["spa_baseline_p"],
+             "trained": tables["trained"], "mcs_p": tables["mcs"].to_dict(), "bootstrap": vars(bootstrap)}
+    write_json(sweep / "leaderboard.json", tests)
     tables["per_fold"].to_csv(sweep / "per_fold.csv", index=False)
     tables["per_ticker"].to_csv(sweep / "per_ticker.csv", index=False)
     tables["daily"].to_csv(sweep / "daily_losses.csv")
     runs.drop(columns=["predictions"], errors="ignore").to_csv(sweep / "runs.csv", index=False)
     plot_skill_per_fold(tables["per_fold"], sweep / "skill_per_fold.png")
-    print(report + f"\nWrote leaderboard.md, pooled.csv, per_fold.csv, per_ticker.csv, daily_losses.csv, runs.csv, "
-          f"skill_per_fold.png to {sweep}")
+    print(report + "\nWrote leaderboard.md, leaderboard.json, pooled.csv, per_fold.csv, per_ticker.csv, "
+          f"daily_losses.csv, runs.csv, skill_per_fold.png to {sweep}")
     return tables
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Leaderboard of a sweep (walk-forward and multi-ticker sweeps: "
-                                     "pooled, per-fold and per-ticker tables, MCS and SPA).")
-    parser.add_argument("sweep", type=Path, help="a sweep folder, e.g. outputs/multirun/<date>_walk_forward")
-    parser.add_argument("--by", nargs="+",
-                        help="config groups or keys that define a configuration, e.g. --by model "
-                             "data.target_transform, or `run` (one row per run folder). Default: model for a sweep, "
-                             "run for a folder of single runs such as outputs/runs")
-    parser.add_argument("--block-size", type=int, default=Bootstrap.block_size,
-                        help="mean block length (days) of the stationary bootstrap of MCS and SPA (default 20)")
-    parser.add_argument("--reps", type=int, default=Bootstrap.reps, help="bootstrap replications (default 1000)")
-    parser.add_argument("--bootstrap-seed", type=int, default=Bootstrap.seed, help="seed of the bootstrap (default 0)")
-    parser.add_argument("--mcs-sizes", type=float, nargs="+", default=[0.10, 0.25],
-                        help="MCS levels (default 0.10 0.25: the 90%% and 75%% confidence sets)")
-    parser.add_argument("--allow-mixed-code", action="store_true",
-                        help="pool runs that ran different code (another commit, other uncommitted changes, another "
-                             "torch or lightning); refused by default")
-    args = parser.parse_args(argv)
-    if not args.sweep.is_dir():
-        parser.error(f"{args.sweep}: no such folder. Fix: pass a sweep folder under outputs/multirun/")
-    if args.block_size < 1 or args.reps < 1 or not all(0 < s < 1 for s in args.mcs_sizes):
-        parser.error("--block-size and --reps must be >= 1 and every --mcs-sizes value in (0, 1)")
-    if args.by is None:
-        args.by = ["run"] if single_runs(args.sweep, read_sweep(args.sweep, ["model"], True)) else ["model"]
-    if "run" in args.by:  # each run on its own: its metrics as published, nothing pooled
-        compare(args.sweep, args.by, args.allow_mixed_code)
-    elif is_backtest(read_sweep(args.sweep, sweep_keys(args.by), args.allow_mixed_code)):
-        compare_backtest(args.sweep, args.by, Bootstrap(args.block_size, args.reps, args.bootstrap_seed),
-                         tuple(args.mcs_sizes), args.allow_mixed_code)
-    else:
-        compare(args.sweep, args.by, args.allow_mixed_code)

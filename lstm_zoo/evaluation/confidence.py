@@ -105,3 +105,13 @@ def spa_pvalue(benchmark: pd.Series, models: pd.DataFrame, bootstrap: Bootstrap 
                          bootstrap=bootstrap.kind, studentize=True, seed=bootstrap.seed)
     spa.compute()
     return float(spa.pvalues["consistent"])
+
+
+def spa_against_best(losses: pd.DataFrame, benchmarks: list[str], models: list[str],
+                     bootstrap: Bootstrap = Bootstrap()) -> tuple[str | None, float]:
+    """The best of the `benchmarks` columns of `losses` (lowest mean loss, chosen on these same days) and the SPA
+    p-value of "none of the `models` columns beats it" (`spa_pvalue`); (None, NaN) when either list is empty."""
+    if not benchmarks or not models:
+        return None, float("nan")
+    best = str(losses[benchmarks].mean().idxmin())
+    return best, spa_pvalue(losses[best], losses[models], bootstrap)

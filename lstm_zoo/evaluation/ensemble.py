@@ -1,16 +1,10 @@
-"""Seed ensembles: average the test predictions of runs of one configuration, and score any predictions.csv."""
+"""Seed ensembles: the mean test forecast of runs of one configuration, a predictions frame scored like a run's."""
 
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
-from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics
-
-
-def step_columns(frame: pd.DataFrame, name: str) -> list[str]:
-    """The columns of `name` for every step ahead: actual, actual_t+2, ... (predictions.csv layout)."""
-    return [name] + [c for c in frame.columns if c.startswith(f"{name}_t+")]
+from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score, step_columns
 
 
 def ensemble_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -34,13 +28,24 @@ def ensemble_predictions(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return ensemble
 
 
-def predictions_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    """test/* metrics of a predictions.csv frame, the same keys as the run's metrics.json."""
-    actual = torch.tensor(frame[step_columns(frame, "actual")].to_numpy(dtype=float))  # (T, H)
-    pred = torch.tensor(frame[step_columns(frame, "predicted")].to_numpy(dtype=float))
-    last = torch.tensor(frame["persistence"].to_numpy(dtype=float))  # persistence = the last known value
-    persistence = last.unsqueeze(1).expand_as(actual)
-    metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
-    metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
-    metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})
-    return metrics
+ENSEMBLE = ["runs", "val_rmse", "val_skill", "skill_per_seed", "dm_p_per_seed",
+            *(f"ensemble_{m.name}" for m in METRICS), "ensemble_persistence_rmse"]
+
+
+def seed_ensembles(done: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of two or more runs with predictions: the mean forecast over its seeds scored like a single run
+    (ensemble_<metric>), beside the seeds' own skill and DM p and their validation RMSE and skill (means)."""
+    rows = {}
+    for key, group in done.groupby(by, dropna=False):
+        group = group[group["predictions"].notna()]
+        if len(group) > 1:
+            scores = score(ensemble_predictions([pd.read_csv(p) for p in group["predictions"]]))
+            rows[key] = {"runs": len(group), "val_rmse": group["val/rmse"].mean(),
+                         "val_skill": (1 - group["val/rmse"] / group["val/persistence_rmse"]).mean(),
+                         "skill_per_seed": " ".join(f"{v:+.4f}" for v in group["test/skill"]),
+                         "dm_p_per_seed": " ".join(format_pvalue(v) for v in group["test/dm_pvalue"]),
+                         **{f"ensemble_{m.name}": scores[m.name] for m in METRICS},
+                         "ensemble_persistence_rmse": scores["persistence_rmse"]}
+    index = pd.MultiIndex.from_tuples([k if isinstance(k, tuple) else (k,) for k in rows], names=by)
+    index = index if len(by) > 1 else index.get_level_values(0)
+    return pd.DataFrame(list(rows.values()), index=index, columns=ENSEMBLE)

@@ -3,8 +3,10 @@
 `python scripts/compare.py outputs/multirun/<sweep> [--by model data.features]` reads every run folder's
 `metrics.json` and `.hydra/config.yaml`, and writes leaderboard.md, leaderboard.csv, leaderboard.png (test RMSE
 with error bars against persistence), predictions.png (each group's mean forecast over the actual series) and,
-when runs report prediction intervals, their coverage / width / pinball / CRPS table (leaderboard.md's second
-table, leaderboard_intervals.csv) into the sweep folder. Failed or incomplete runs are listed, never skipped silently.
+when runs report prediction intervals, their coverage / width / pinball / CRPS table (leaderboard_intervals.csv)
+into the sweep folder. Groups of several seeds also get their seed ensemble (the mean forecast over the seeds, scored
+like one run) beside each seed's skill and DM p, ranked by validation RMSE (leaderboard_ensembles.csv). The columns
+are `lstm_zoo.evaluation.metrics.METRICS`. Failed or incomplete runs are listed, never skipped silently.
 """
 
 from __future__ import annotations
@@ -19,16 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
-from lstm_zoo.evaluation.ensemble import ensemble_predictions, predictions_metrics  # noqa: E402
-from lstm_zoo.evaluation.metrics import format_pvalue  # noqa: E402
+from lstm_zoo.evaluation.ensemble import ENSEMBLE, seed_ensembles  # noqa: E402
+from lstm_zoo.evaluation.metrics import METRICS  # noqa: E402
 from lstm_zoo.records import effective_status  # noqa: E402
 
-METRICS = {"rmse": "test/rmse", "mae": "test/mae", "mape": "test/mape"}
-COLUMNS = {"num_parameters": "params", "s_per_epoch": "s/epoch", "rmse": "test RMSE", "mae": "test MAE",
-           "mape": "test MAPE %", "seeds": "seeds", "persistence_rmse": "persistence RMSE", "skill": "skill",
-           "beats_every_seed": "skill > 0 on every seed", "dm_p_max": "DM p (worst seed)",
-           "ensemble_rmse": "seed-ensemble RMSE", "ensemble_skill": "ensemble skill", "ensemble_dm_p": "ensemble DM p",
-           "failed": "failed"}
+MEAN = [m for m in METRICS if m.over_seeds == "mean"]  # mean ± std over seeds
+WORST = [m for m in METRICS if m.over_seeds == "max"]  # the worst seed's
 
 
 def config_value(config: DictConfig, choices: dict, key: str) -> object:
@@ -58,7 +56,8 @@ def read_run(run: Path, sweep: Path, by: list[str]) -> dict:
     config = OmegaConf.load(config_file)
     hydra_file = run / ".hydra" / "hydra.yaml"
     choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else {}
-    row.update({key: config_value(config, choices or {}, key) for key in by if key != "run"}, seed=config.get("seed"))
+    row.update({key: config_value(config, choices or {}, key) for key in by if key != "run"}, seed=config.get("seed"),
+               model_target=OmegaConf.select(config, "model._target_", default=None))
     if not metrics_file.is_file():
         return {**row, "status": "failed: no metrics.json (the job crashed or never started)"}
     metrics = json.loads(metrics_file.read_text())
@@ -79,8 +78,10 @@ def read_sweep(sweep: Path, by: list[str], allow_mixed_code: bool = False) -> pd
     runs = pd.DataFrame([read_run(run, sweep, by) for run in run_folders(sweep)])
     if runs.empty:
         raise SystemExit(f"{sweep}: no run folders found. Fix: pass a sweep folder, e.g. outputs/multirun/<date>")
-    for column in ["num_parameters", "train_seconds", "epochs", "test/persistence_rmse", *METRICS.values()]:
-        runs[column] = pd.to_numeric(runs.get(column), errors="coerce")
+    numeric = ["num_parameters", "train_seconds", "epochs", "val/rmse", "val/persistence_rmse",
+               *(f"test/{m.name}" for m in METRICS), *(f"test/persistence_{m.name}" for m in METRICS if m.persistence)]
+    for column in numeric:
+        runs[column] = pd.to_numeric(runs[column], errors="coerce") if column in runs else float("nan")
     runs["completed"] = runs["status"] == "completed"
     versions = code_versions(runs)
     if len(versions) > 1 and not allow_mixed_code:
@@ -105,38 +106,18 @@ def code_versions(runs: pd.DataFrame) -> str:
 
 
 def leaderboard(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group: parameters, seconds per epoch, test metrics' mean and std over seeds, persistence and skill."""
-    done = runs[runs["completed"]].assign(
-        s_per_epoch=lambda f: f["train_seconds"] / f["epochs"].where(f["epochs"] > 0),
-        skill=lambda f: 1 - f["test/rmse"] / f["test/persistence_rmse"],
-        **{name: runs[key] for name, key in METRICS.items()},
-        persistence_rmse=runs["test/persistence_rmse"],
-        dm_p=runs["test/dm_pvalue"] if "test/dm_pvalue" in runs else float("nan"))
-    stats = ["rmse", "mae", "mape", "skill"]
+    """Per group: parameters, seconds per epoch, each metric's mean and std over seeds (the worst seed's p-value),
+    persistence's RMSE, the lowest skill over seeds, and the seed ensemble's metrics (ensemble_<name>)."""
+    done = runs[runs["completed"]].assign(s_per_epoch=lambda f: f["train_seconds"] / f["epochs"].where(f["epochs"] > 0))
     table = done.groupby(by, dropna=False).agg(
         num_parameters=("num_parameters", "median"), s_per_epoch=("s_per_epoch", "mean"),
-        seeds=("rmse", "count"), persistence_rmse=("persistence_rmse", "mean"), skill_min=("skill", "min"),
-        dm_p_max=("dm_p", "max"),
-        **{f"{s}_mean": (s, "mean") for s in stats}, **{f"{s}_std": (s, "std") for s in stats})
+        seeds=("test/rmse", "count"), persistence_rmse=("test/persistence_rmse", "mean"),
+        skill_min=("test/skill", "min"), **{f"{m.name}_max": (f"test/{m.name}", "max") for m in WORST},
+        **{f"{m.name}_{stat}": (f"test/{m.name}", stat) for m in MEAN for stat in ("mean", "std")})
     failed = (~runs["completed"]).groupby([runs[k] for k in by], dropna=False).sum().rename("failed")
     table = table.join(seed_ensembles(done, by), how="left").join(failed, how="outer")
     table = table.fillna({"seeds": 0, "failed": 0}).astype({"seeds": int, "failed": int})
     return table.sort_values("rmse_mean", na_position="last")
-
-
-def seed_ensembles(done: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group of two or more runs: the mean forecast over its seeds, scored like a single run."""
-    rows = {}
-    for key, group in done.groupby(by, dropna=False):
-        paths = group["predictions"].dropna()
-        if len(paths) > 1:
-            metrics = predictions_metrics(ensemble_predictions([pd.read_csv(p) for p in paths]))
-            rows[key] = {"ensemble_rmse": metrics["test/rmse"], "ensemble_skill": metrics["test/skill"],
-                         "ensemble_dm_p": metrics["test/dm_pvalue"]}
-    index = pd.MultiIndex.from_tuples([k if isinstance(k, tuple) else (k,) for k in rows], names=by)
-    index = index if len(by) > 1 else index.get_level_values(0)
-    return pd.DataFrame(list(rows.values()), index=index,
-                        columns=["ensemble_rmse", "ensemble_skill", "ensemble_dm_p"])
 
 
 def group_label(key: object) -> str:
@@ -145,29 +126,42 @@ def group_label(key: object) -> str:
     return " / ".join("n/a" if pd.isna(part) else str(part) for part in parts)
 
 
+def pm(mean: float, std: float, digits: int = 3) -> str:
+    """`mean ± std`, just the mean for a single seed, n/a for none."""
+    if mean is None or pd.isna(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if std is None or pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def formatted(table: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as display strings: `mean ± std` (just the mean for a single seed)."""
-
-    def pm(mean: float, std: float, digits: int = 3) -> str:
-        if pd.isna(mean):
-            return "n/a"
-        return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
+    """The leaderboard as display strings: `mean ± std` of every metric (just the mean for a single seed)."""
     shown = pd.DataFrame(index=[group_label(k) for k in table.index])
-    shown["num_parameters"] = [f"{v:,.0f}" if pd.notna(v) else "n/a" for v in table["num_parameters"]]
-    shown["s_per_epoch"] = [f"{v:.2f}" if pd.notna(v) else "n/a" for v in table["s_per_epoch"]]
-    for stat in ("rmse", "mae", "mape"):
-        shown[stat] = [pm(m, s) for m, s in zip(table[f"{stat}_mean"], table[f"{stat}_std"])]
+    shown["params"] = [f"{v:,.0f}" if pd.notna(v) else "n/a" for v in table["num_parameters"]]
+    shown["s/epoch"] = [f"{v:.2f}" if pd.notna(v) else "n/a" for v in table["s_per_epoch"]]
     shown["seeds"] = table["seeds"].to_numpy()
-    shown["persistence_rmse"] = [f"{v:.3f}" if pd.notna(v) else "n/a" for v in table["persistence_rmse"]]
-    shown["skill"] = [pm(m, s) for m, s in zip(table["skill_mean"], table["skill_std"])]
-    shown["beats_every_seed"] = ["n/a" if pd.isna(v) else "yes" if v > 0 else "no" for v in table["skill_min"]]
-    shown["dm_p_max"] = [format_pvalue(v) if pd.notna(v) else "n/a" for v in table["dm_p_max"]]
-    for column, digits in (("ensemble_rmse", ".3f"), ("ensemble_skill", ".3f")):
-        shown[column] = [f"{v:{digits}}" if pd.notna(v) else "n/a" for v in table[column]]
-    shown["ensemble_dm_p"] = [format_pvalue(v) if pd.notna(v) else "n/a" for v in table["ensemble_dm_p"]]
+    for m in MEAN:
+        shown[m.label] = [pm(mean, std) for mean, std in zip(table[f"{m.name}_mean"], table[f"{m.name}_std"])]
+    shown["persistence RMSE"] = [f"{v:.3f}" if pd.notna(v) else "n/a" for v in table["persistence_rmse"]]
+    shown["skill > 0 on every seed"] = ["n/a" if pd.isna(v) else "yes" if v > 0 else "no" for v in table["skill_min"]]
+    for m in WORST:
+        shown[f"{m.label} (worst seed)"] = [m.format(v) if pd.notna(v) else "n/a" for v in table[f"{m.name}_max"]]
     shown["failed"] = table["failed"].to_numpy()
-    return shown.rename(columns=COLUMNS)
+    return shown
+
+
+def formatted_ensembles(table: pd.DataFrame) -> pd.DataFrame:
+    """The seed ensembles as display strings, best validation RMSE first: choose on validation, never on test."""
+    table = table[table["runs"].notna()].sort_values("val_rmse", kind="stable")
+    shown = pd.DataFrame(index=[group_label(k) for k in table.index])
+    shown["seeds"] = table["runs"].astype(int).to_numpy()
+    shown["val RMSE"] = [f"{v:.4f}" if pd.notna(v) else "n/a" for v in table["val_rmse"]]
+    shown["val skill"] = [f"{v:.4f}" if pd.notna(v) else "n/a" for v in table["val_skill"]]
+    shown["skill per seed"] = table["skill_per_seed"].to_numpy()
+    shown["DM p per seed"] = table["dm_p_per_seed"].to_numpy()
+    for m in METRICS:
+        shown[f"ensemble {m.label}"] = [m.format(v, 4) for v in table[f"ensemble_{m.name}"]]
+    shown["persistence RMSE"] = [f"{v:.4f}" for v in table["ensemble_persistence_rmse"]]
+    return shown
 
 
 def markdown(shown: pd.DataFrame, index_name: str) -> str:
@@ -268,8 +262,15 @@ def compare(sweep: Path, by: list[str], allow_mixed_code: bool = False) -> pd.Da
         notes += ["", "Runs that do not count (failed, interrupted, running or incomplete):"]
         notes += [f"- {r.run}: {r.status}" for r in failed.itertuples()]
     text = markdown(shown, " / ".join(by)) + "\n\n" + "\n".join(notes) + "\n"
-    intervals = interval_leaderboard(runs, by)
     written = ["leaderboard.md", "leaderboard.csv", "runs.csv"]
+    ensembles = table[table["runs"].notna()]
+    if len(ensembles):
+        text += ("\nSeed ensembles: each group's mean forecast over its seeds, scored like one run, beside each seed's "
+                 "test skill and DM p; best validation RMSE first (choose on validation, never on test):\n\n"
+                 + markdown(formatted_ensembles(ensembles), " / ".join(by)) + "\n")
+        ensembles[ENSEMBLE].to_csv(sweep / "leaderboard_ensembles.csv")
+        written.append("leaderboard_ensembles.csv")
+    intervals = interval_leaderboard(runs, by)
     if not intervals.empty:
         intervals = intervals.reindex([k for k in table.index if k in intervals.index])  # the main table's order
         text += ("\nPrediction intervals on the test period (means over seeds; coverage = share of actual prices "

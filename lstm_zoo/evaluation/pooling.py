@@ -21,10 +21,15 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 
-from lstm_zoo.evaluation.ensemble import predictions_metrics, step_columns
-from lstm_zoo.evaluation.metrics import diebold_mariano, diebold_mariano_hac, directional_accuracy, forecast_metrics
+from lstm_zoo.evaluation.metrics import (
+    METRICS,
+    diebold_mariano,
+    diebold_mariano_hac,
+    forecast_arrays,
+    score,
+    step_columns,
+)
 
 
 def squared_errors(frame: pd.DataFrame, forecast: str = "predicted") -> np.ndarray:
@@ -66,8 +71,7 @@ def pooled_dm(loss: np.ndarray, persistence_loss: np.ndarray, horizon: int, sing
     if not single_split:
         return diebold_mariano_hac(loss, persistence_loss, horizon)
     # diebold_mariano takes errors and squares them: the square roots of the daily losses
-    return diebold_mariano(torch.tensor(np.sqrt(loss))[:, None], torch.tensor(np.sqrt(persistence_loss))[:, None],
-                           horizon)
+    return diebold_mariano(np.sqrt(loss)[:, None], np.sqrt(persistence_loss)[:, None], horizon)
 
 
 def is_single_split(frame: pd.DataFrame) -> bool:
@@ -79,30 +83,43 @@ def pooled_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """Scale-free metrics of a predictions frame pooled over its tickers (and folds), against persistence.
 
     rel_mse: the mean daily relative loss over persistence's (< 1: better than persistence); skill = 1 -
-    sqrt(rel_mse), which for a single ticker and fold is the usual 1 - RMSE / persistence RMSE; MAPE and
-    directional accuracy over every forecast; Diebold-Mariano on the daily loss series (`pooled_dm`).
+    sqrt(rel_mse), which for a single ticker and fold is the usual 1 - RMSE / persistence RMSE; Diebold-Mariano on
+    the daily loss series (`pooled_dm`); and the scale-free metrics of `METRICS` (MAPE, directional accuracy) over
+    every forecast.
     """
     daily = daily_losses(frame)
     rel_mse = float(daily["loss"].mean() / daily["persistence_loss"].mean())
     horizon = len(step_columns(frame, "actual"))
     statistic, pvalue = pooled_dm(daily["loss"], daily["persistence_loss"], horizon, is_single_split(frame))
-    actual = torch.tensor(frame[step_columns(frame, "actual")].to_numpy(dtype=float))
-    pred = torch.tensor(frame[step_columns(frame, "predicted")].to_numpy(dtype=float))
-    last = torch.tensor(frame["persistence"].to_numpy(dtype=float))
-    persistence = last.unsqueeze(1).expand_as(actual)
-    return {"rel_mse": rel_mse, "skill": 1 - math.sqrt(rel_mse), "mape": forecast_metrics(pred, actual)["mape"],
-            "persistence_mape": forecast_metrics(persistence, actual)["mape"],
-            "directional_accuracy": directional_accuracy(pred, actual, last), "dm_stat": statistic,
-            "dm_pvalue": pvalue, "days": float(len(daily)), "tickers": float(frame["ticker"].nunique())}
+    pred, actual, last = forecast_arrays(frame)
+    persistence = np.broadcast_to(last[:, None], actual.shape)
+    metrics = {"rel_mse": rel_mse, "skill": 1 - math.sqrt(rel_mse)}
+    for m in (m for m in METRICS if m.pooled):
+        metrics[m.name] = m.fn(pred, actual, last)
+        if m.persistence:
+            metrics[f"persistence_{m.name}"] = m.fn(persistence, actual, last)
+    return {**metrics, "dm_stat": statistic, "dm_pvalue": pvalue, "days": float(len(daily)),
+            "tickers": float(frame["ticker"].nunique())}
 
 
 def ticker_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """test/<ticker>/* (each ticker's metrics in its price units) and test/pooled/* (scale-free, over all tickers)."""
     metrics = {}
     for ticker, part in frame.groupby("ticker", sort=False):
-        metrics.update({f"test/{ticker}/{k.removeprefix('test/')}": v for k, v in predictions_metrics(part).items()})
+        metrics.update({f"test/{ticker}/{k}": v for k, v in score(part).items()})
     metrics.update({f"test/pooled/{k}": v for k, v in pooled_metrics(frame).items()})
     return metrics
+
+
+def seed_mean_losses(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """Per (ticker, date): fold, squared errors in price units and relative losses, each averaged over the seeds."""
+    frames = []
+    for frame in per_seed.values():
+        losses = relative_losses(frame)
+        frames.append(losses.assign(error=squared_errors(frame, "predicted"),
+                                    persistence_error=squared_errors(frame, "persistence"))
+                      [["ticker", "date", "fold", "actual", "error", "persistence_error", "loss", "persistence_loss"]])
+    return pd.concat(frames).groupby(["ticker", "date"]).mean()
 
 
 def pool_folds(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -1,5 +1,4 @@
-"""What a run reports: its predictions frame, the summary table (console and log file), and TensorBoard's
-HPARAMS tab."""
+"""What a run reports: the summary table (console and log file), and TensorBoard's HPARAMS tab."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -15,32 +13,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
-from lstm_zoo.evaluation.intervals import level_name
-from lstm_zoo.evaluation.metrics import format_pvalue
+from lstm_zoo.evaluation.metrics import METRICS, format_pvalue
 
 if TYPE_CHECKING:
-    from lstm_zoo.data import StockDataModule
     from lstm_zoo.models import Forecaster
 
 log = logging.getLogger(__name__)
-
-
-def predictions_frame(datamodule: StockDataModule, results: dict) -> pd.DataFrame:
-    """One row per test window: its first target date, ticker, the actual value(s), the model's and persistence's,
-    and the model's interval bounds (lower_<L>, upper_<L>, and lower_<L>_t+k ... when horizon > 1)."""
-    actual, pred = results["actual"].cpu().numpy(), results["pred"].cpu().numpy()
-    tickers = [datamodule.tickers[i] for i in results["ticker"].cpu().tolist()]
-    frame = pd.DataFrame({"date": datamodule.test_dates[: len(actual)].date, "ticker": tickers, "actual": actual[:, 0],
-                          "predicted": pred[:, 0], "persistence": results["persistence"][:, 0].cpu().numpy()})
-    for step in range(1, actual.shape[1]):
-        frame[f"actual_t+{step + 1}"] = actual[:, step]
-        frame[f"predicted_t+{step + 1}"] = pred[:, step]
-    for level, bounds in sorted(results.get("intervals", {}).items()):
-        for name, bound in zip(("lower", "upper"), bounds):
-            bound = bound.cpu().numpy()
-            for step in range(actual.shape[1]):
-                frame[f"{name}_{level_name(level)}" + (f"_t+{step + 1}" if step else "")] = bound[:, step]
-    return frame
 
 
 def print_summary(metrics: dict) -> None:
@@ -49,17 +27,17 @@ def print_summary(metrics: dict) -> None:
     def cell(value: float | None, width: int = 9) -> str:
         return f"{value:>{width}.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>{width}}"
 
-    keys = ("rmse", "mae", "mape", "skill", "directional_accuracy", "dm_stat")
     tickers = metrics.get("tickers") or []
     prefixes = [(f"test/{t}/", f"{t} ") for t in tickers] if len(tickers) > 1 else [("test/", "")]
     width = max(len(label) for _, label in prefixes) + 12
-    lines = [f"{'':<{width}} {'RMSE':>9} {'MAE':>9} {'MAPE %':>9} {'skill':>9} {'dir.acc':>9} {'DM stat':>9} "
-             f"{'DM p':>9}"]
+    lines = [f"{'':<{width}} " + " ".join(f"{m.label:>9}" for m in METRICS)]
     for prefix, label in prefixes:
-        lines.append(f"{label + 'model':<{width}} " + " ".join(cell(metrics.get(prefix + k)) for k in keys)
-                     + f" {format_pvalue(metrics.get(prefix + 'dm_pvalue')):>9}")
-        persistence = [metrics.get(prefix + "persistence_" + k) for k in keys[:3]] + [0.0]
-        lines.append(f"{label + 'persistence':<{width}} " + " ".join(cell(v) for v in persistence))
+        lines.append(f"{label + 'model':<{width}} " + " ".join(f"{m.format(metrics.get(prefix + m.name)):>9}"
+                                                               for m in METRICS))
+        persistence = [metrics.get(prefix + "persistence_" + m.name) if m.persistence else m.persistence_value
+                       for m in METRICS]
+        lines.append(f"{label + 'persistence':<{width}} " + " ".join(
+            f"{'' if v is None else m.format(v):>9}" for m, v in zip(METRICS, persistence)).rstrip())
     pooled = len(tickers) > 1
     skill = metrics.get("test/pooled/skill" if pooled else "test/skill")
     pvalue = metrics.get("test/pooled/dm_pvalue" if pooled else "test/dm_pvalue")

@@ -12,8 +12,9 @@ from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 
 from lstm_zoo.data.windows import Batch
-from lstm_zoo.evaluation.intervals import check_levels, check_quantiles, interval_report, pinball_loss
-from lstm_zoo.evaluation.metrics import compare_with_persistence, forecast_metrics, persistence_forecast
+from lstm_zoo.evaluation.intervals import check_levels, check_quantiles, pinball_loss
+from lstm_zoo.evaluation.metrics import persistence_forecast
+from lstm_zoo.evaluation.predictions import TestForecasts
 from lstm_zoo.models.init import check_init
 from lstm_zoo.optim import KerasRMSprop
 
@@ -62,10 +63,10 @@ class Forecaster(L.LightningModule):
                                             prefix="val/")
         # persistence on the same validation days: val/rmse below it means skill, comparable across target_transform
         self.val_persistence_rmse = MeanSquaredError(squared=False)
-        self.test_results: dict[str, Tensor] = {}
-        self.test_metrics: dict[str, float] = {}  # float64 from computation to metrics.json (self.log is float32)
-        self.calibration: tuple[Tensor, Tensor, Tensor] | None = None  # validation errors for conformal intervals
-        self.interval_method = ""  # how the test period's intervals were made (metrics.json `intervals`)
+        # what the last test run collected, in prices: lstm_zoo.evaluation.predictions makes it predictions.csv's
+        # frame, which lstm_zoo.evaluation.metrics.score scores
+        self.test_forecasts: TestForecasts | None = None
+        self._calibration: tuple[Tensor, Tensor, Tensor] | None = None
         self._test_batches: list[tuple[Tensor, ...]] = []
 
     def forward(self, x: Tensor) -> Tensor:
@@ -167,8 +168,9 @@ class Forecaster(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_batches.clear()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        self.calibration = self.validation_errors(datamodule) if datamodule is not None else None
+        self.test_forecasts = None
+        datamodule = getattr(self.trainer, "datamodule", None)  # the tested weights' validation errors
+        self._calibration = self.validation_errors(datamodule) if datamodule is not None else None
 
     @torch.no_grad()
     def validation_errors(self, datamodule: L.LightningDataModule) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -188,22 +190,13 @@ class Forecaster(L.LightningModule):
         return torch.cat(model_errors), torch.cat(persistence_errors), torch.cat(tickers)
 
     def on_test_epoch_end(self) -> None:
-        """Metrics in price units for the model and for persistence, over the whole test period at once."""
+        """Collect the test period's forecasts; scoring them is lstm_zoo.evaluation's."""
         pred, actual, last, ticker, quantiles = zip(*self._test_batches)
-        pred, actual, last, ticker = torch.cat(pred), torch.cat(actual), torch.cat(last), torch.cat(ticker)
-        quantiles = torch.cat(quantiles) if self.quantiles else None
         self._test_batches.clear()
-        persistence = persistence_forecast(last, actual.shape[1])
-        self.test_results = {"pred": pred, "actual": actual, "persistence": persistence, "ticker": ticker}
-        metrics = {f"test/{k}": v for k, v in forecast_metrics(pred, actual).items()}
-        metrics.update({f"test/persistence_{k}": v for k, v in forecast_metrics(persistence, actual).items()})
-        metrics.update({f"test/{k}": v for k, v in compare_with_persistence(pred, actual, last).items()})
-        quantile_forecast = (self.quantiles, quantiles) if self.quantiles else None
-        intervals, self.test_results["intervals"], self.interval_method = interval_report(
-            pred, persistence, actual, ticker, quantile_forecast, self.calibration, self.interval_levels)
-        metrics.update({f"test/{k}": v for k, v in intervals.items()})  # coverage, width, pinball, CRPS
-        self.test_metrics = metrics  # skill, direction, Diebold-Mariano included; float64 Python floats
-        self.log_dict(metrics)  # progress bar and TensorBoard (float32 there)
+        self.test_forecasts = TestForecasts(
+            pred=torch.cat(pred), actual=torch.cat(actual), last=torch.cat(last), ticker=torch.cat(ticker),
+            quantiles=(self.quantiles, torch.cat(quantiles)) if self.quantiles else None,
+            calibration=self._calibration, interval_levels=self.interval_levels)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the class as an import path (a plain string): eval.py rebuilds the model from the checkpoint alone

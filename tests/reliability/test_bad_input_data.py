@@ -12,7 +12,7 @@ import torch
 from conftest import write_prices_csv
 
 from lstm_zoo.data import DataError, StockDataModule
-from lstm_zoo.evaluation.metrics import forecast_metrics
+from lstm_zoo.evaluation.metrics import score
 from lstm_zoo.evaluation.report import print_summary
 from lstm_zoo.records import write_json
 
@@ -170,16 +170,16 @@ def test_constant_training_series_is_refused(tmp_path: Path, frame: pd.DataFrame
 
 
 def test_zero_prices_make_mape_undefined_and_keep_other_metrics(tmp_path: Path, capsys) -> None:
-    actual = torch.tensor([[0.0], [2.0], [4.0]])
-    pred = torch.tensor([[1.0], [2.0], [1.0]])
-    metrics = forecast_metrics(pred, actual)
+    metrics = score(pd.DataFrame({"actual": [0.0, 2.0, 4.0], "predicted": [1.0, 2.0, 1.0],
+                                  "persistence": [1.0, 1.0, 1.0]}))
     assert np.isnan(metrics["mape"])
     assert metrics["mae"] == pytest.approx(4 / 3)
     assert metrics["rmse"] == pytest.approx(np.sqrt(10 / 3))
     write_json(tmp_path / "m.json", metrics)
     assert '"mape": null' in (tmp_path / "m.json").read_text()  # "undefined", and still valid JSON
     print_summary({f"test/{k}": v for k, v in metrics.items()})
-    assert capsys.readouterr().out.splitlines()[-2].split()[:4] == ["model", f"{np.sqrt(10 / 3):.3f}", "1.333", "n/a"]
+    model = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("model"))
+    assert model.split()[:4] == ["model", f"{np.sqrt(10 / 3):.3f}", "1.333", "n/a"]
 
 
 def test_zero_prices_train_without_nan(tmp_path: Path, frame: pd.DataFrame) -> None:
