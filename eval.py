@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from lstm_zoo.checks import exit_on_user_error
+from lstm_zoo.errors import exit_on_user_error
 from lstm_zoo.pipeline import evaluate
 
 

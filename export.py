@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from lstm_zoo.checks import exit_on_user_error
-from lstm_zoo.pipeline import export
+from lstm_zoo.errors import exit_on_user_error
+from lstm_zoo.export import export
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

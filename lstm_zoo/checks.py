@@ -1,65 +1,16 @@
-"""Checks that fail early and clearly: config ranges, checkpoints to resume from, and the errors users see."""
+"""Checks that fail early and clearly: config values no run can use, named with their range and the fix."""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import pickle
-import sys
-import warnings
-import zipfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
 
-import lightning as L
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_zoo.data import DataError
-from lstm_zoo.records import remove_empty_run_folder
-
-
-class ConfigError(ValueError):
-    """A config value out of range, or impossible on this machine, worded for the user."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or unsafe to load, worded for the user."""
-
-
-T = TypeVar("T")
-# errors whose message is the whole story: train.py prints one line for them instead of a traceback
-USER_ERRORS = (DataError, ConfigError, CheckpointError, FloatingPointError, MisconfigurationException)
-
-
-def user_error(err: BaseException | None) -> BaseException | None:
-    """The user-facing error behind `err`, also when Hydra's instantiate wrapped it in an InstantiationException."""
-    while err is not None and not isinstance(err, USER_ERRORS):
-        err = err.__cause__
-    return err
-
-
-def exit_on_user_error(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
-    """An entry point's task: a user error (bad data, config or checkpoint) is logged as one line and exits 1; in a
-    multirun it is re-raised without its traceback, so the sweep runs its other jobs and then exits 1."""
-    try:
-        return task(cfg)
-    except Exception as err:
-        cause = user_error(err)
-        if cause is None:
-            raise
-        logging.getLogger(task.__module__).error("%s: %s", type(cause).__name__, cause)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise cause.with_traceback(None) from None
-        if HydraConfig.initialized():  # no empty folder per mistyped command
-            remove_empty_run_folder(Path(HydraConfig.get().runtime.output_dir))
-        sys.exit(1)
+from lstm_zoo.errors import ConfigError
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -146,101 +97,3 @@ def check_data_path(cfg: DictConfig) -> None:
         raise ConfigError(f"data.path={data.path} is set, but data={choice} is the embedded bokeh_sampledata series, "
                           f"with its split (train to {data.train_end}, test from {data.test_start}). Fix: data=csv "
                           f"data.path={data.path}")
-
-
-def checkpoint_file(path: str | None) -> str | None:
-    """The checkpoint eval/predict/export use: a file, or a run folder's published weights, or 'last' (this run's).
-
-    A run folder means the weights whose test metrics the run published: the best checkpoint its metrics.json names
-    when it tested that one (`tested_weights: best`), else its checkpoints/last.ckpt. (Resuming a run folder is
-    `lstm_zoo.lifecycle`'s business: it always continues from the newest complete checkpoint.)
-    """
-    if path is None or str(path) == "last":
-        return path
-    given = Path(str(path)).expanduser()
-    file = published_weights(given) if given.is_dir() else given
-    if not file.is_file():
-        raise CheckpointError(f"ckpt_path: no checkpoint at {file}. Fix: pass a .ckpt file or a run folder "
-                              "holding checkpoints/last.ckpt, e.g. ckpt_path=outputs/runs/<run>/checkpoints/last.ckpt.")
-    return str(file)
-
-
-def published_weights(folder: Path) -> Path:
-    """The checkpoint of a run folder whose weights its published test metrics describe (see `checkpoint_file`)."""
-    try:
-        record = json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):
-        record = {}
-    best = record.get("best_checkpoint") if isinstance(record, dict) and record.get("tested_weights") == "best" \
-        else None
-    if best:  # the recorded path, or the same file name in this folder (a run folder moved or copied elsewhere)
-        candidates = [folder / "checkpoints" / Path(best).name, Path(best)]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise CheckpointError(f"ckpt_path={folder}: its metrics.json says the run tested {best}, which is gone. "
-                                  "Fix: pass another checkpoint file, e.g. ckpt_path="
-                                  f"{folder / 'checkpoints' / 'last.ckpt'} (the weights after the last epoch).")
-        return found
-    return next((p for p in (folder / "checkpoints" / "last.ckpt", folder / "last.ckpt") if p.is_file()),
-                folder / "checkpoints" / "last.ckpt")
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a Lightning checkpoint with `weights_only=True`: tensors and plain values only, so no code can run."""
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a checkpoint (expected a .ckpt file written by this project, a zip "
-                              "archive; the file may be truncated or something else). Fix: pass another ckpt_path.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # the pickle itself is damaged
-            unsafe = []
-        if unsafe:
-            raise CheckpointError(f"{path}: refused to load: it holds Python objects beyond tensors and plain "
-                                  f"values ({', '.join(unsafe)}), which could run code. Fix: use a checkpoint "
-                                  "written by this project.") from None
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint (its saved objects do not decode). Fix: "
-                              "use another checkpoint, e.g. the run's other .ckpt file.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]}). Fix: use "
-                              "another checkpoint, e.g. the run's other .ckpt file.") from None
-
-
-def newest_complete_checkpoint(folder: Path, quarantine: bool = True) -> tuple[Path, dict] | None:
-    """The newest `*.ckpt` in `folder` that loads as a training checkpoint, and its contents; None if there is none.
-
-    A newer torn or unreadable one is skipped with a warning and, with `quarantine`, renamed `<name>.torn` so that
-    it is never picked again (nor overwritten unseen: it stays for inspection).
-    """
-    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"),
-                        reverse=True)
-    for path in candidates:
-        try:
-            checkpoint = load_checkpoint(path)
-            if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "epoch"} <= checkpoint.keys():
-                raise CheckpointError(f"{path}: not a training checkpoint (no state_dict, loops and epoch)")
-        except CheckpointError as err:
-            renamed = path.with_name(path.name + ".torn") if quarantine else None
-            warnings.warn(f"skipping a torn or unreadable checkpoint in favour of an older complete one"
-                          f"{f' (renamed {renamed.name})' if renamed else ''}: {err}", stacklevel=2)
-            if renamed:
-                path.replace(renamed)
-            continue
-        return path, checkpoint
-    return None
-
-
-def keep_best_across_folders(trainer: L.Trainer, checkpoint: dict) -> None:
-    """Resuming into a new run folder: keep the old run's best score, which Lightning drops when the folder changes.
-
-    Without it the first epoch after resuming becomes "best" whatever its loss. Files of the old run are never
-    deleted (ModelCheckpoint only removes files in its own folder).
-    """
-    for callback in trainer.checkpoint_callbacks:
-        state = checkpoint.get("callbacks", {}).get(callback.state_key)
-        if state and state.get("dirpath") != callback.dirpath:
-            callback.best_model_score = state["best_model_score"]
-            callback.best_k_models = state.get("best_k_models", {})
-            callback.kth_best_model_path, callback.kth_value = state["kth_best_model_path"], state["kth_value"]

@@ -17,9 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.core.module import _jit_is_scripting
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.build import route_lightning_logs_to_hydra
+from lstm_zoo.checkpoints import load_forecaster
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models import Forecaster
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -140,4 +143,23 @@ def export_forecaster(model: Forecaster, data_state: dict, fmt: str, out: Path,
     info["parity_max_abs_diff"] = float(np.abs(run_exported(path, fmt, windows) - expected).max())
     info["parity_windows"] = len(windows)
     (out / FORMATS[fmt]).with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export a checkpoint's model to ONNX or TorchScript (`cfg.format`) with its scaling JSON, checked against
+    PyTorch on random windows."""
+    route_lightning_logs_to_hydra()
+    check_format(cfg.format)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, data_state = load_forecaster(cfg.ckpt_path)
+    info = export_forecaster(model, data_state, cfg.format, out)
+    difference, shapes = info["parity_max_abs_diff"], f"{info['input']['shape']} -> {info['output']['shape']}"
+    if not difference <= 1e-4:
+        raise RuntimeError(f"the exported {cfg.format} model differs from PyTorch by {difference:.3g} on "
+                           f"{info['parity_windows']} random windows: the export is wrong (please report it).")
+    print(f"Exported {info['model_class']} to {out / info['model_file']} ({cfg.format}, {shapes}), its scaling and "
+          f"layout to {out / Path(info['model_file']).stem}.json; largest difference from PyTorch on "
+          f"{info['parity_windows']} random windows: {difference:.2g}.")
     return info

@@ -1,4 +1,4 @@
-"""Forecasts past the end of the data: the future trading days, the forecast table and its plot."""
+"""Forecasts past the end of the data (predict.py): the future trading days, the forecast table and its plot."""
 
 from __future__ import annotations
 
@@ -6,13 +6,23 @@ from pathlib import Path
 
 import matplotlib
 import pandas as pd
+import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lstm_zoo.checks import ConfigError  # noqa: E402
-from lstm_zoo.evaluation.intervals import level_name  # noqa: E402
+from lstm_zoo.build import route_lightning_logs_to_hydra  # noqa: E402
+from lstm_zoo.checkpoints import data_for_checkpoint, load_forecaster  # noqa: E402
+from lstm_zoo.data import DataError  # noqa: E402
+from lstm_zoo.errors import ConfigError  # noqa: E402
+from lstm_zoo.evaluation.intervals import (  # noqa: E402
+    NO_INTERVALS,
+    central_bands,
+    forecast_intervals,
+    level_name,
+)
 
 
 def future_dates(last: pd.Timestamp, horizon: int, calendar: str | None) -> tuple[pd.DatetimeIndex, str]:
@@ -76,3 +86,44 @@ def plot_forecast(histories: dict[str, pd.Series], frame: pd.DataFrame, path: Pa
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def predict(cfg: DictConfig) -> pd.DataFrame:
+    """Forecast the `horizon` trading days after the last row of `cfg.data` with a trained model, with intervals,
+    one forecast per ticker; writes forecast.csv and forecast.png into the output folder and prints the table."""
+    route_lightning_logs_to_hydra()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, data_state = load_forecaster(cfg.ckpt_path, interval_levels=list(cfg.interval_levels))
+    datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
+    x, tickers, histories = datamodule.latest_windows()  # (T, W, F), (T,), {ticker: target history}
+    last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        forecast = model.to_forecast(model.forward_batch(x, tickers, datamodule.tickers))
+        point, quantiles = model.prices(forecast, last, tickers, datamodule.to_price)
+        try:  # split-conformal needs the validation windows of the training split
+            datamodule.setup("predict")
+            calibration = model.validation_errors(datamodule)
+            reason = datamodule.calibration_note if calibration is None and datamodule.calibration_note \
+                else NO_INTERVALS
+        except DataError as err:
+            calibration, reason = None, f"none: no validation windows for conformal intervals ({err})"
+    errors, error_tickers = (calibration[0], calibration[2]) if calibration else (None, None)
+    found = forecast_intervals(point, (model.quantiles, quantiles) if model.quantiles else None, errors,
+                               model.interval_levels, tickers, error_tickers)
+    frames, calendars = [], set()
+    for i, (ticker, history) in enumerate(histories.items()):
+        dates, calendar = future_dates(history.index[-1], datamodule.horizon, cfg.calendar)
+        calendars.add(calendar)
+        bands = central_bands(found[0], found[1][i]) if found else {}  # this ticker's (H,) bounds per level
+        frames.append(forecast_frame(ticker, dates, point[i], bands, float(history.iloc[-1])))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_csv(out / "forecast.csv", index=False)
+    ends = sorted({str(h.index[-1].date()) for h in histories.values()})
+    title = f"{datamodule.target}, the {datamodule.horizon} {', '.join(sorted(calendars))} after {', '.join(ends)}"
+    plot_forecast(histories, frame, out / "forecast.png", f"{type(model).__name__}: {title}")
+    print(f"\n{type(model).__name__} ({cfg.ckpt_path}) on {datamodule.source}: {title}\n"
+          + frame.to_string(index=False, float_format="%.3f")
+          + f"\nIntervals: {found[2] if found else reason}. Written to {out}/forecast.csv and forecast.png.")
+    return frame

@@ -14,8 +14,6 @@ import logging
 import shlex
 import shutil
 import sys
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_zoo.checks import CheckpointError, ConfigError, load_checkpoint, newest_complete_checkpoint
+from lstm_zoo.checkpoints import load_checkpoint, load_checkpoint_or_older, newest_complete_checkpoint
+from lstm_zoo.errors import CheckpointError, ConfigError
 from lstm_zoo.records import effective_status, read_record
 
 log = logging.getLogger(__name__)
@@ -184,27 +183,6 @@ def plan_from_ckpt_path(plan: Plan, cfg: DictConfig, ckpt_path: str | None) -> P
                               "holding checkpoints/, e.g. ckpt_path=outputs/runs/<run>.")
     plan.ckpt_path, plan.checkpoint = str(found[0]), found[1]
     return plan
-
-
-def load_checkpoint_or_older(path: Path) -> tuple[Path, dict]:
-    """`path` and its contents; for a torn `last.ckpt` (not a zip archive: cut short by a copy, a full disk), the
-    newest complete checkpoint beside it, said in one line: last.ckpt means the newest, and the newest intact one is.
-    Any other damaged or unsafe file is an error."""
-    try:
-        return path, load_checkpoint(path)
-    except CheckpointError:
-        if path.name != "last.ckpt" or zipfile.is_zipfile(path):
-            raise
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # newest_complete_checkpoint would warn about this very file again
-            found = newest_complete_checkpoint(path.parent, quarantine=False)
-        if found is None:
-            raise
-    older, checkpoint = found
-    log.warning("ckpt_path=%s is torn (not a complete checkpoint): resuming from the newest complete one beside it, "
-                "%s (epoch %d, step %d).", path, older.name, checkpoint.get("epoch", -1),
-                checkpoint.get("global_step", 0))
-    return older, checkpoint
 
 
 def resume_command(out: Path) -> str:

@@ -1,44 +1,30 @@
-"""`run(cfg)` trains and tests; `evaluate`, `predict`, `export` use a checkpoint: the one place that instantiates."""
+"""`run(cfg)` trains and tests one configuration in its run folder; `evaluate(cfg)` tests a checkpoint."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
+from omegaconf import DictConfig
 
+from lstm_zoo.build import build, build_trainer, route_lightning_logs_to_hydra, single_device_tester
 from lstm_zoo.callbacks import ForecastPlot
-from lstm_zoo.checks import (
-    CheckpointError,
-    ConfigError,
-    check_config,
-    checkpoint_file,
-    keep_best_across_folders,
-    load_checkpoint,
-    user_error,
-)
-from lstm_zoo.data import DataError, StockDataModule
-from lstm_zoo.data.splits import WalkForward
-from lstm_zoo.evaluation.intervals import NO_INTERVALS, central_bands, forecast_intervals
-from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score
+from lstm_zoo.checkpoints import data_for_checkpoint, keep_best_across_folders, load_forecaster
+from lstm_zoo.data import StockDataModule
+from lstm_zoo.errors import ConfigError, user_error
+from lstm_zoo.evaluation.intervals import NO_INTERVALS
+from lstm_zoo.evaluation.metrics import score
 from lstm_zoo.evaluation.pooling import ticker_metrics
 from lstm_zoo.evaluation.predictions import predictions_frame
-from lstm_zoo.export import check_format, export_forecaster
-from lstm_zoo.forecasting import forecast_frame, future_dates, plot_forecast
+from lstm_zoo.evaluation.report import experiment_hparams, log_experiment, print_summary
 from lstm_zoo.lifecycle import Plan, plan_run, record_hydra_files, resume_command
 from lstm_zoo.models import FittedForecaster, Forecaster
 from lstm_zoo.records import RunRecord, code_version, read_record, write_json
@@ -46,151 +32,6 @@ from lstm_zoo.refit import refit_checkpoint, refit_fold
 from lstm_zoo.timing import EpochTimer, Stopwatch, describe, process_age
 
 log = logging.getLogger(__name__)
-
-
-def single_device_tester(trainer: L.Trainer) -> L.Trainer:
-    """A one-device trainer for rank 0: under DDP each rank would see only part of the test set."""
-    plots = [c for c in trainer.callbacks if isinstance(c, ForecastPlot)]
-    return L.Trainer(accelerator=trainer.accelerator, devices=1, logger=trainer.logger, callbacks=plots,
-                     default_root_dir=trainer.default_root_dir, enable_progress_bar=False, enable_model_summary=False)
-
-
-class DropLightningNoise(logging.Filter):
-    """Lines Lightning 2.6 logs at every Trainer start that no user can act on: a tip to install its cloud logger,
-    and a note that our own model summary callback replaces its default one. Warnings are never dropped."""
-
-    NOISE = ("litlogger", "Skipping setting a default `ModelSummary` callback")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not any(text in record.getMessage() for text in self.NOISE)
-
-
-def route_lightning_logs_to_hydra() -> None:
-    """Lightning's own handlers do not propagate, so its lines would miss Hydra's log file."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        logger.handlers.clear()
-        logger.propagate = True
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, DropLightningNoise) for f in rank_zero.filters):
-        rank_zero.addFilter(DropLightningNoise())
-    logging.captureWarnings(True)
-    # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to act on
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    # Lightning's hint to start with `srun` wherever that command exists: lstm_zoo's SLURM launchers submit the jobs
-    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
-
-
-def experiment_hparams(cfg: DictConfig, model: Forecaster) -> dict:
-    """The values that define an experiment, for TensorBoard's HPARAMS tab (the full config is in .hydra/).
-
-    model.* (architecture, init, optimizer and scheduler settings), data.* (series, features, split, window),
-    the seed, the trainer's epochs and precision, and the names of the chosen model/optimizer/scheduler/experiment.
-    """
-    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-    params = {"experiment": choices.get("experiment") or "none", "model": choices.get("model", type(model).__name__),
-              "optimizer": choices.get("optimizer"), "scheduler": choices.get("scheduler") or "none",
-              "seed": cfg.seed, "trainer/max_epochs": cfg.trainer.get("max_epochs"),
-              "trainer/precision": cfg.trainer.get("precision"), "model/class": type(model).__name__,
-              "model/num_parameters": model.num_parameters}
-    skip = {"_target_", "_partial_", "date_column", "date_format", "sep"}
-
-    def leaves(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if key in skip:
-                continue
-            if isinstance(value, dict):
-                leaves(value, f"{prefix}/{key}")
-            else:
-                params[f"{prefix}/{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
-
-    for group in ("model", "data", "backtest"):
-        if cfg.get(group) is not None:
-            leaves(OmegaConf.to_container(cfg[group], resolve=True), group)
-    leading = leading_hparams()
-    return {(name[0].upper() + name[1:] if name in leading else name): value for name, value in params.items()}
-
-
-def leading_hparams() -> set[str]:
-    """The HPARAMS names a reader looks for first: model, seed and, in a sweep, the swept fields.
-
-    TensorBoard lists the hyper-parameters whose values differ first, then by name; over `--logdir outputs` nearly
-    every field differs somewhere, so these names start with a capital letter (`Model`, `Seed`,
-    `Data/target_transform`), which sorts before every lower-case one.
-    """
-    swept = []
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        swept = [o.split("=", 1)[0].lstrip("+~").replace(".", "/") for o in HydraConfig.get().overrides.task]
-    return {"model", "seed", *swept}
-
-
-def log_experiment(logger, params: dict) -> None:
-    """This run's hyper-parameters for TensorBoard's HPARAMS tab, against hp/val_rmse, hp/test_rmse, hp/test_skill.
-
-    Lightning's TensorBoardLogger also writes an experiment summary into every run, and TensorBoard then shows
-    the first run's, in name order. Without it TensorBoard builds the experiment from all runs of a sweep and
-    lists the hyper-parameters whose values differ first: the ones a comparison is about.
-    """
-    metrics = {"hp/val_rmse": math.nan, "hp/test_rmse": math.nan, "hp/test_skill": math.nan}
-    if not isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(params, metrics=metrics)
-        return
-    if rank_zero_only.rank == 0:
-        _, session_start, session_end = hparams(logger._sanitize_params(params), metrics)
-        writer = logger.experiment._get_file_writer()
-        writer.add_summary(session_start)
-        writer.add_summary(session_end)
-
-
-def print_summary(metrics: dict) -> None:
-    """Model and persistence side by side (per ticker when there are several, then pooled over them); skill and the
-    Diebold-Mariano test say whether the model is better."""
-    def cell(value: float | None, width: int = 9) -> str:
-        return f"{value:>{width}.3f}" if value is not None and math.isfinite(value) else f"{'n/a':>{width}}"
-
-    tickers = metrics.get("tickers") or []
-    prefixes = [(f"test/{t}/", f"{t} ") for t in tickers] if len(tickers) > 1 else [("test/", "")]
-    width = max(len(label) for _, label in prefixes) + 12
-    lines = [f"{'':<{width}} " + " ".join(f"{m.label:>9}" for m in METRICS)]
-    for prefix, label in prefixes:
-        lines.append(f"{label + 'model':<{width}} " + " ".join(f"{m.format(metrics.get(prefix + m.name)):>9}"
-                                                               for m in METRICS))
-        persistence = [metrics.get(prefix + "persistence_" + m.name) if m.persistence else m.persistence_value
-                       for m in METRICS]
-        lines.append(f"{label + 'persistence':<{width}} " + " ".join(
-            f"{'' if v is None else m.format(v):>9}" for m, v in zip(METRICS, persistence)).rstrip())
-    pooled = len(tickers) > 1
-    skill = metrics.get("test/pooled/skill" if pooled else "test/skill")
-    pvalue = metrics.get("test/pooled/dm_pvalue" if pooled else "test/dm_pvalue")
-    if skill is not None and pvalue is not None:
-        verdict = "beats" if skill > 0 else "does not beat"
-        significant = "significant" if pvalue < 0.05 else "not significant"
-        what = (f"Pooled over {len(tickers)} tickers (squared errors relative to persistence's on each ticker), the "
-                "model" if pooled else "The model")
-        lines.append(f"{what} {verdict} persistence ('tomorrow = today') on RMSE (skill {skill:+.3f}); "
-                     f"Diebold-Mariano p = {format_pvalue(pvalue)} ({significant} at 5%).")
-    shown = ["\nTest period, in price units:\n" + "\n".join(lines)]
-    names = [k.removeprefix("test/coverage_") for k in metrics if k.startswith("test/coverage_")]
-    if names:
-        keys = [f"{kind}_{name}" for name in names for kind in ("coverage", "width")] + ["pinball", "crps"]
-        header = [f"{kind} {name}%" for name in names for kind in ("cover", "width")] + ["pinball", "CRPS"]
-        rows = [f"{'':<12} " + " ".join(f"{h:>10}" for h in header)]
-        for label, prefix in (("model", "test/"), ("persistence", "test/persistence_")):
-            rows.append(f"{label:<12} " + " ".join(cell(metrics.get(prefix + k), 10) for k in keys))
-        shown.append(f"Prediction intervals ({metrics.get('intervals')}; persistence: split-conformal):\n"
-                     + "\n".join(rows))
-    elif metrics.get("intervals"):
-        shown.append(f"Prediction intervals: {metrics['intervals']}.")
-    print("\n".join(shown))
-    to_log_files("\n".join(shown))
-
-
-def to_log_files(text: str) -> None:
-    """`text` into the log files (Hydra's train.log) only: the console has it already, from print."""
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, "%s", (text,), None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
 
 
 def test_and_write(trainer: L.Trainer, model: Forecaster, datamodule: StockDataModule, out: Path,
@@ -301,19 +142,9 @@ def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]
 def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock: Stopwatch) -> None:
     """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`,
     with where the time went under `timing` (`lstm_zoo.timing`)."""
-    check_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
-    model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
-                                    window=datamodule.window, interval_levels=cfg.interval_levels, _convert_="all")
     epoch_timer = EpochTimer()
-    callbacks = [*(instantiate(c) for c in cfg.callbacks.values() if c is not None), epoch_timer]
-    purge = {"purge_step": plan.purge_step} if plan.purge_step is not None and \
-        issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
-    logger = instantiate(cfg.logger, **purge)  # purge_step: TensorBoard hides what an interrupted attempt logged
-    # a progress bar in a file (SLURM, nohup, a pipe) is carriage-return garbage: EpochLog's lines tell progress there
-    quiet = {} if sys.stderr.isatty() else {"enable_progress_bar": False}
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **quiet)
+    datamodule, model, trainer = build(cfg, callbacks=[epoch_timer], purge_step=plan.purge_step)
+    logger = trainer.logger
     log_experiment(logger, experiment_hparams(cfg, model))
     if isinstance(model, FittedForecaster):  # fit without Lightning epochs
         fit_and_test(cfg, model, datamodule, trainer, out, metrics, clock)
@@ -377,7 +208,7 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock:
 
 def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockDataModule, trainer: L.Trainer,
                  out: Path, metrics: dict, clock: Stopwatch) -> None:
-    """A model fit in one pass (lstm_zoo.models.baselines): `model.fit` on the training windows instead of
+    """A model fit in one pass (lstm_zoo.models.fitted): `model.fit` on the training windows instead of
     `trainer.fit`, its fitted values saved as checkpoints/last.ckpt, then validated and tested like any model."""
     if trainer.world_size > 1:
         raise ConfigError(f"{type(model).__name__} is fit in one pass on one process, not by a distributed trainer. "
@@ -411,76 +242,6 @@ def fit_and_test(cfg: DictConfig, model: FittedForecaster, datamodule: StockData
     log.info(describe(metrics["timing"]))
 
 
-def load_forecaster(path: str | Path, **overrides) -> tuple[Forecaster, dict]:
-    """A trained model and its data module's state (scaler, window, horizon, features, target), weights-only.
-
-    `overrides` replace hyper-parameters of evaluation only, e.g. interval_levels.
-    """
-    given, path = path, checkpoint_file(str(path))
-    if Path(str(given)).is_dir():
-        log.info("ckpt_path=%s: its %s (the weights of its published test metrics)", given, Path(path).name)
-    checkpoint = load_checkpoint(path)
-    class_path = checkpoint.get("forecaster_class")
-    if not class_path:
-        raise CheckpointError(f"{path}: names no model class, so it was not written by lstm_zoo's train.py. "
-                              "Fix: ckpt_path=<a run folder of train.py, or its checkpoints/*.ckpt>.")
-    cls = get_class(class_path)
-    if not issubclass(cls, Forecaster):
-        raise CheckpointError(f"{path}: model class {class_path} is not a lstm_zoo Forecaster.")
-    data_state = checkpoint.get(StockDataModule.__qualname__)
-    if not data_state:
-        raise CheckpointError(f"{path}: holds no data scaling (StockDataModule state), so its forecasts cannot be "
-                              "mapped back to prices. Fix: use a checkpoint written by train.py after setup.")
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True, **overrides), data_state
-
-
-LAYOUT = ("window", "horizon", "features", "target", "target_transform")  # fixed by a model's trained weights
-
-
-def data_for_checkpoint(data: DictConfig | None, data_state: dict, ckpt: str = "the checkpoint") -> StockDataModule:
-    """The data a checkpoint's model was trained on (its recorded data config, split and scaling), with the fields
-    `data` sets (any value but `???`; but null for the `LAYOUT` fields) in their place, said in one line; a field
-    the weights fix (`LAYOUT`) must equal the checkpoint's. Its validation windows are only those the model never
-    trained on (they calibrate conformal intervals)."""
-    stored = dict(data_state.get("config") or {})  # empty in checkpoints written before they recorded it
-    layout = {k: data_state[k] for k in LAYOUT if k in data_state}
-    raw = {} if data is None else OmegaConf.to_container(data, resolve=True, throw_on_missing=False)
-    target = raw.pop("_target_", "lstm_zoo.data.StockDataModule")
-    given = {k: v for k, v in raw.items() if v != "???" and not (k in LAYOUT and v is None)}  # None: the ckpt's
-    for key in LAYOUT:
-        if key in given and key in layout and given[key] != layout[key]:
-            raise ConfigError(f"data.{key}={given[key]} differs from {ckpt}'s data.{key}={layout[key]}, which its "
-                              f"trained weights fix. Fix: drop data.{key} (the checkpoint's is used), or train a model "
-                              f"with data.{key}={given[key]}.")
-    missing = [k for k, v in raw.items() if v == "???" and k not in stored and k not in layout]
-    if missing:
-        raise ConfigError(f"{ckpt} records no data configuration (written before checkpoints did), so data."
-                          f"{missing[0]} is unknown. Fix: name the data it was trained on, e.g. data=ibm, or data=csv "
-                          "data.path=<its file> (with its split).")
-
-    def same(key: str, value: object) -> bool:
-        if key == "path" and value and stored.get(key):
-            return str(Path(str(value)).expanduser().resolve()) == stored[key]
-        return value == stored.get(key)
-
-    changed = {k: v for k, v in given.items() if k not in LAYOUT and k in stored and not same(k, v)}
-    backtest = data_state.get("backtest")
-    if backtest and ({"train_end", "test_start"} & changed.keys()):
-        log.info("data.train_end/test_start from the command line replace %s's walk-forward fold %s.", ckpt,
-                 backtest.get("fold"))
-        backtest = None
-    if changed:
-        log.info("Data of %s, except from the command line: %s.", ckpt,
-                 "; ".join(f"data.{k}={v} (the checkpoint's: {stored[k]})" for k, v in changed.items()))
-    cls = get_class(target)
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in {**stored, **given, **layout}.items() if k in accepted and k != "backtest"}
-    datamodule: StockDataModule = cls(**kwargs, backtest=WalkForward(**backtest) if backtest else None)
-    datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
-    datamodule.trained_until = data_state.get("last_trained_window")  # None: not recorded (older checkpoints)
-    return datamodule
-
-
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint on `cfg.data`'s test period with the scaling and window it was trained with."""
     route_lightning_logs_to_hydra()
@@ -493,8 +254,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
         layout = {k: getattr(datamodule, k) for k in ("window", "horizon", "features", "target", "target_transform")}
         log.info("%s from %s: %s (data.* layout from the checkpoint)", type(model).__name__, cfg.ckpt_path, layout)
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
+        trainer = build_trainer(cfg)
         metrics.update(test_and_write(trainer, model, datamodule, out))
         if metrics["intervals"] == NO_INTERVALS and datamodule.calibration_note:  # its validation windows: in-sample
             metrics["intervals"] = datamodule.calibration_note
@@ -510,63 +270,3 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise
     finally:
         write_json(out / "metrics.json", metrics)
-
-
-def predict(cfg: DictConfig) -> pd.DataFrame:
-    """Forecast the `horizon` trading days after the last row of `cfg.data` with a trained model, with intervals,
-    one forecast per ticker; writes forecast.csv and forecast.png into the output folder and prints the table."""
-    route_lightning_logs_to_hydra()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model, data_state = load_forecaster(cfg.ckpt_path, interval_levels=list(cfg.interval_levels))
-    datamodule = data_for_checkpoint(cfg.data, data_state, str(cfg.ckpt_path))
-    x, tickers, histories = datamodule.latest_windows()  # (T, W, F), (T,), {ticker: target history}
-    last = torch.tensor([float(h.iloc[-1]) for h in histories.values()], dtype=torch.float64)
-    model.eval()
-    with torch.no_grad():
-        forecast = model.to_forecast(model.forward_batch(x, tickers, datamodule.tickers))
-        point, quantiles = model.prices(forecast, last, tickers, datamodule.to_price)
-        try:  # split-conformal needs the validation windows of the training split
-            datamodule.setup("predict")
-            calibration = model.validation_errors(datamodule)
-            reason = datamodule.calibration_note if calibration is None and datamodule.calibration_note \
-                else NO_INTERVALS
-        except DataError as err:
-            calibration, reason = None, f"none: no validation windows for conformal intervals ({err})"
-    errors, error_tickers = (calibration[0], calibration[2]) if calibration else (None, None)
-    found = forecast_intervals(point, (model.quantiles, quantiles) if model.quantiles else None, errors,
-                               model.interval_levels, tickers, error_tickers)
-    frames, calendars = [], set()
-    for i, (ticker, history) in enumerate(histories.items()):
-        dates, calendar = future_dates(history.index[-1], datamodule.horizon, cfg.calendar)
-        calendars.add(calendar)
-        bands = central_bands(found[0], found[1][i]) if found else {}  # this ticker's (H,) bounds per level
-        frames.append(forecast_frame(ticker, dates, point[i], bands, float(history.iloc[-1])))
-    frame = pd.concat(frames, ignore_index=True)
-    frame.to_csv(out / "forecast.csv", index=False)
-    ends = sorted({str(h.index[-1].date()) for h in histories.values()})
-    title = f"{datamodule.target}, the {datamodule.horizon} {', '.join(sorted(calendars))} after {', '.join(ends)}"
-    plot_forecast(histories, frame, out / "forecast.png", f"{type(model).__name__}: {title}")
-    print(f"\n{type(model).__name__} ({cfg.ckpt_path}) on {datamodule.source}: {title}\n"
-          + frame.to_string(index=False, float_format="%.3f")
-          + f"\nIntervals: {found[2] if found else reason}. Written to {out}/forecast.csv and forecast.png.")
-    return frame
-
-
-def export(cfg: DictConfig) -> dict:
-    """Export a checkpoint's model to ONNX or TorchScript (`cfg.format`) with its scaling JSON, checked against
-    PyTorch on random windows."""
-    route_lightning_logs_to_hydra()
-    check_format(cfg.format)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model, data_state = load_forecaster(cfg.ckpt_path)
-    info = export_forecaster(model, data_state, cfg.format, out)
-    difference, shapes = info["parity_max_abs_diff"], f"{info['input']['shape']} -> {info['output']['shape']}"
-    if not difference <= 1e-4:
-        raise RuntimeError(f"the exported {cfg.format} model differs from PyTorch by {difference:.3g} on "
-                           f"{info['parity_windows']} random windows: the export is wrong (please report it).")
-    print(f"Exported {info['model_class']} to {out / info['model_file']} ({cfg.format}, {shapes}), its scaling and "
-          f"layout to {out / Path(info['model_file']).stem}.json; largest difference from PyTorch on "
-          f"{info['parity_windows']} random windows: {difference:.2g}.")
-    return info

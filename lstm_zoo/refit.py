@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_zoo.checks import CheckpointError, load_checkpoint
+from lstm_zoo.checkpoints import load_checkpoint
+from lstm_zoo.errors import CheckpointError
 from lstm_zoo.lifecycle import config_id
 from lstm_zoo.records import read_record
 

@@ -66,7 +66,7 @@ def test_zero_change_output_is_exactly_persistence(prices_csv: Path, transform: 
 def test_change_scale_is_fit_on_training_period_only(prices_csv: Path) -> None:
     dm = small_dm(prices_csv, "diff")
     high = pd.read_csv(prices_csv, index_col="Date", parse_dates=True)["High"]
-    assert dm.change_scales["IBM"] == pytest.approx(float(np.std(np.diff(high[:"2021-12-31"].to_numpy()))))
+    assert dm.scaling.change_scales["IBM"] == pytest.approx(float(np.std(np.diff(high[:"2021-12-31"].to_numpy()))))
 
 
 class ZeroChange(Forecaster):
@@ -243,7 +243,7 @@ def test_windows_end_the_day_before_the_predicted_day(prices_csv: Path) -> None:
     ds = dm.datasets["test"]
     for i in (0, 7, len(ds) - 1):
         row = frame.index.get_loc(dm.test_dates[i])  # the first predicted day
-        expected = dm.scaler.transform(frame.iloc[row - dm.window : row][dm.columns].to_numpy())
+        expected = dm.scaling.scaler.transform(frame.iloc[row - dm.window : row][dm.columns].to_numpy())
         np.testing.assert_allclose(ds.x[i].numpy(), expected, atol=1e-5)
 
 
@@ -270,7 +270,7 @@ def test_ensemble_averages_predictions_and_scores_them_like_a_run() -> None:
 
 
 def test_summary_prints_skill_and_dm_pvalue_beside_persistence(capsys: pytest.CaptureFixture) -> None:
-    from lstm_zoo.pipeline import print_summary
+    from lstm_zoo.evaluation.report import print_summary
 
     print_summary({"test/rmse": 1.5, "test/mae": 1.0, "test/mape": 0.7, "test/skill": -0.25,
                    "test/directional_accuracy": 0.48, "test/dm_stat": 2.5, "test/dm_pvalue": 0.013,

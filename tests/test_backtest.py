@@ -13,10 +13,10 @@ import torch
 from conftest import FAST, compose_train, write_prices_csv, write_tickers_csv
 from hydra.utils import instantiate
 
-from lstm_zoo.checks import user_error
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.data.sources import adjust_prices
 from lstm_zoo.data.splits import WalkForward, single_split
+from lstm_zoo.errors import user_error
 from lstm_zoo.pipeline import run
 
 CALENDAR = pd.bdate_range("2010-01-01", "2020-06-30")
@@ -108,7 +108,7 @@ def test_each_ticker_is_scaled_on_its_own_training_rows_and_no_window_spans_two(
     for i, name in enumerate(dm.tickers):
         prices = high(tickers_csv, name)
         train = prices[prices.index <= dm.period.train_end]
-        scaler = dm.scalers[name]
+        scaler = dm.scaling.scalers[name]
         assert (scaler.data_min_[0], scaler.data_max_[0]) == (train.min(), train.max())
         scaled = scaler.transform(prices.to_numpy()[:, None])[:, 0]
         n_windows = 0
@@ -137,7 +137,7 @@ def test_another_tickers_prices_leave_this_tickers_windows_unchanged(tickers_csv
         for field in ("x", "y", "last"):
             assert torch.equal(getattr(a.datasets[stage], field)[aaa], getattr(b.datasets[stage], field)[aaa])
         assert not torch.equal(a.datasets[stage].y[~aaa], b.datasets[stage].y[~aaa])
-    assert a.change_scales["AAA"] == b.change_scales["AAA"] != b.change_scales["BBB"]
+    assert a.scaling.change_scales["AAA"] == b.scaling.change_scales["AAA"] != b.scaling.change_scales["BBB"]
 
 
 def test_ticker_selection(tickers_csv: Path, prices_csv: Path) -> None:
@@ -170,7 +170,7 @@ def test_the_checkpoint_state_restores_every_tickers_scaling(tickers_csv: Path) 
     fresh = StockDataModule(path=str(tickers_csv), window=10, tickers=["BBB"], target_transform="diff")
     fresh.load_state_dict(state)  # eval.py: the training scaling, here for a subset of the tickers
     fresh.setup()
-    assert fresh.change_scales["BBB"] == dm.change_scales["BBB"]
+    assert fresh.scaling.change_scales["BBB"] == dm.scaling.change_scales["BBB"]
     bbb = (dm.datasets["test"].ticker == 1).numpy()
     assert torch.equal(fresh.datasets["test"].x, dm.datasets["test"].x[bbb])
     y, last = torch.randn(5, 1), torch.full((5,), 20.0, dtype=torch.float64)
@@ -201,7 +201,7 @@ def test_a_gap_after_train_end_purges_training_targets_and_test_windows_read_the
     assert dm.test_dates[0] == pd.Timestamp("2022-01-03")
     # persistence and every window use the trading day right before each test day, not the last training day
     np.testing.assert_allclose(dm.datasets["test"].last.numpy(), prices.to_numpy()[rows - 1], rtol=1e-6)
-    first_window = dm.scaler.inverse_transform(dm.datasets["test"].x[0].numpy())[:, 0]
+    first_window = dm.scaling.scaler.inverse_transform(dm.datasets["test"].x[0].numpy())[:, 0]
     np.testing.assert_allclose(first_window, prices[:"2021-12-31"].iloc[-10:].to_numpy(), rtol=1e-5)  # gap days
 
 
@@ -229,8 +229,8 @@ def test_every_fold_fits_its_scaling_on_its_own_training_period(tickers_csv: Pat
         dm = setup_dm(tickers_csv, target_transform="diff", backtest=WalkForward(fold=k, n_folds=3))
         for name in dm.tickers:
             train = high(tickers_csv, name)[: dm.period.train_end]
-            assert dm.scalers[name].data_max_[0] == train.max()
-            assert dm.change_scales[name] == pytest.approx(float(np.std(np.diff(train.to_numpy()))), rel=1e-12)
+            assert dm.scaling.scalers[name].data_max_[0] == train.max()
+            assert dm.scaling.change_scales[name] == pytest.approx(float(np.std(np.diff(train.to_numpy()))), rel=1e-12)
 
 
 def fold_cfg(path: Path, out: Path, *overrides: str):

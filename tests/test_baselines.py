@@ -17,11 +17,14 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from sklearn.linear_model import Ridge
 
-from lstm_zoo.checks import ConfigError, user_error
+from lstm_zoo.checkpoints import load_forecaster
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.data.splits import WalkForward
+from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.evaluation.backtest import compare_backtest
 from lstm_zoo.evaluation.confidence import Bootstrap
+from lstm_zoo.export import export
+from lstm_zoo.forecasting import predict
 from lstm_zoo.models import (
     ARIMAForecaster,
     DriftForecaster,
@@ -31,7 +34,7 @@ from lstm_zoo.models import (
     RidgeForecaster,
 )
 from lstm_zoo.models.baselines import FitError
-from lstm_zoo.pipeline import evaluate, export, load_forecaster, predict, run
+from lstm_zoo.pipeline import evaluate, run
 from tests.conftest import CONF, FAST, ROOT, compose_entry, compose_train, fitted_models, write_tickers_csv
 
 # every model fit in closed form, by its conf/model name: a baseline added there is tested here by itself

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lstm_zoo.checks import ConfigError, checkpoint_file
-from lstm_zoo.pipeline import evaluate, predict, run
+from lstm_zoo.checkpoints import checkpoint_file
+from lstm_zoo.errors import ConfigError
+from lstm_zoo.forecasting import predict
+from lstm_zoo.pipeline import evaluate, run
 from tests.conftest import compose_entry, write_prices_csv
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -43,7 +45,7 @@ def test_a_run_folder_means_the_data_and_the_weights_the_run_published(fast_cfg,
 
     prices.iloc[: prices.index[prices["Date"] == "2022-06-15"][0] + 1].to_csv(tmp_path / "cut.csv", index=False)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="lstm_zoo.pipeline"):
+    with caplog.at_level(logging.INFO, logger="lstm_zoo.checkpoints"):
         frame = predict(compose_entry("predict", [f"ckpt_path={folder}", f"data.path={tmp_path}/cut.csv",
                                                   "calendar=null"], tmp_path / "predict_cut"))
     assert frame["date"].astype(str).tolist() == ["2022-06-16"]

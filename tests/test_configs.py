@@ -13,8 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lstm_zoo.checks import ConfigError, check_config
+from lstm_zoo.checks import check_config
 from lstm_zoo.data import StockDataModule
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models import FittedForecaster, Forecaster
 
 

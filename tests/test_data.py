@@ -45,7 +45,7 @@ def test_every_test_day_gets_one_prediction_and_windows_start_with_the_last_trai
     assert len(dm.datasets["test"]) == len(test_days)
     assert list(dm.test_dates) == list(test_days.index)
     x, _, last, actual = dm.datasets["test"][[0]][:4]
-    prices = dm.scaler.inverse_transform(x[0].numpy())[:, 0]
+    prices = dm.scaling.scaler.inverse_transform(x[0].numpy())[:, 0]
     np.testing.assert_allclose(prices, raw[raw.index < "2022-01-01"].iloc[-10:].to_numpy(), rtol=1e-5)
     assert last.item() == raw[raw.index < "2022-01-01"].iloc[-1]  # the true price, float64, no scaling round trip
     assert actual.item() == test_days.iloc[0] and actual.dtype == last.dtype == torch.float64

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lstm_zoo.export import FORMATS, run_exported
-from lstm_zoo.pipeline import data_for_checkpoint, export, load_forecaster, predict, run
+from lstm_zoo.checkpoints import data_for_checkpoint, load_forecaster
+from lstm_zoo.export import FORMATS, export, run_exported
+from lstm_zoo.forecasting import predict
+from lstm_zoo.pipeline import run
 from tests.helpers import FAST, compose_entry, compose_train, trained_models
 
 MODELS = trained_models()  # the models fit in closed form have tests of their own (test_baselines.py)

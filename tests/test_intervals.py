@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy import stats
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.evaluation.intervals import (
     central_intervals,
     check_quantiles,
@@ -24,8 +24,9 @@ from lstm_zoo.evaluation.intervals import (
     pinball_loss,
 )
 from lstm_zoo.evaluation.leaderboard import compare
+from lstm_zoo.forecasting import predict
 from lstm_zoo.models import RNNForecaster
-from lstm_zoo.pipeline import predict, run
+from lstm_zoo.pipeline import run
 from tests.helpers import CONF, FAST, compose_entry, compose_train, model_fields, trained_models
 
 MODELS = trained_models()  # the models fit in closed form have tests of their own (test_baselines.py)

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import lstm_zoo.models.min_rnn as min_rnn
-from lstm_zoo.checks import ConfigError, user_error
+from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.models import MinGRU, MinLSTM, MinRNNForecaster
 from lstm_zoo.pipeline import run
 from tests.conftest import CONF

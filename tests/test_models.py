@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models import RNNForecaster
 from tests.conftest import compose_train
 

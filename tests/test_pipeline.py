@@ -19,8 +19,10 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from lstm_zoo.build import DropLightningNoise
+from lstm_zoo.evaluation.report import experiment_hparams
 from lstm_zoo.models import RNNForecaster
-from lstm_zoo.pipeline import DropLightningNoise, experiment_hparams, run
+from lstm_zoo.pipeline import run
 
 
 def tensorboard_tags(log_dir) -> set[str]:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lstm_zoo.checks import CheckpointError, ConfigError, exit_on_user_error, user_error
 from lstm_zoo.data import DataError
-from lstm_zoo.forecasting import future_dates
-from lstm_zoo.pipeline import evaluate, export, predict, run
+from lstm_zoo.errors import CheckpointError, ConfigError, exit_on_user_error, user_error
+from lstm_zoo.export import export
+from lstm_zoo.forecasting import future_dates, predict
+from lstm_zoo.pipeline import evaluate, run
 from tests.conftest import FAST, compose_entry, compose_train, write_prices_csv, write_tickers_csv
 
 TINY = [*FAST, "model=vanilla", "model.hidden_size=4", "trainer.limit_train_batches=2"]

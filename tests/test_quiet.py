@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lstm_zoo.pipeline import route_lightning_logs_to_hydra, run
+from lstm_zoo.build import route_lightning_logs_to_hydra
+from lstm_zoo.pipeline import run
 from tests.conftest import CONF, FAST, ROOT, compose_train
 
 

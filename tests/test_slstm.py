@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lstm_zoo.models.slstm as slstm
-from lstm_zoo.checks import ConfigError, user_error
+from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.models import SLSTM, SLSTMForecaster
 from lstm_zoo.pipeline import run
 

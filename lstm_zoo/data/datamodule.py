@@ -13,16 +13,17 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from sklearn.preprocessing import MinMaxScaler
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
+from lstm_zoo.data.scaling import Scaling
 from lstm_zoo.data.sources import (
     DERIVED,
     EMBEDDED,
     DataError,
     add_derived_features,
     adjust_prices,
+    check_columns,
     clean_prices,
     load_embedded,
     read_price_csv,
@@ -111,8 +112,7 @@ class StockDataModule(L.LightningDataModule):
         needed += ["Close", "Adj Close"] if self.adjust else []
         self.raw_columns = list(dict.fromkeys([c for c in self.columns if c not in DERIVED] + needed))
         self.tickers: list[str] = []  # the series of this run, in order; Batch.ticker indexes this list
-        self.scalers: dict[str, MinMaxScaler] = {}  # per ticker, fit on its training rows only
-        self.change_scales: dict[str, float] = {}  # per ticker: std of its training period's one-day target changes
+        self.scaling = Scaling(self.columns, target, target_transform)  # per ticker, fit on its training rows only
         self.period: Period | None = None
         self.windows: dict[str, pd.DataFrame] = {}  # per stage, one row per window: ticker, date (first target), end
         self.datasets: dict[str, WindowDataset] = {}
@@ -132,11 +132,6 @@ class StockDataModule(L.LightningDataModule):
         return EMBEDDED.format((self.ticker or "IBM") if self.requested_tickers is None else "stocks")
 
     @property
-    def scaler(self) -> MinMaxScaler | None:
-        """The scaler of a single-ticker run (None before setup)."""
-        return next(iter(self.scalers.values())) if len(self.scalers) == 1 else None
-
-    @property
     def test_dates(self) -> pd.DatetimeIndex:
         """The first target day of every test window, in dataset order."""
         return pd.DatetimeIndex(self.windows["test"]["date"])
@@ -151,23 +146,7 @@ class StockDataModule(L.LightningDataModule):
             raw, date_column, date_format = read_price_csv(self.path, self.sep), self.date_column, self.date_format
         else:
             raw, date_column, date_format = load_embedded(), "Date", None
-        for name in self.derived:
-            missing = [c for c in DERIVED[name][0] if c not in raw.columns]
-            if missing:
-                raise DataError(f"{self.source}: derived feature {name!r} in data.features needs column(s) {missing}, "
-                                f"which the file lacks (it has {list(map(str, raw.columns))}). Fix: drop {name!r}.")
-        if self.adjust and not {"Close", "Adj Close"} <= set(raw.columns):
-            raise DataError(f"{self.source}: data.adjust=true needs the columns Close and Adj Close, and the file has "
-                            f"{list(map(str, raw.columns))}. Fix: data.adjust=false")
-        unknown = [c for c in self.columns if c not in raw.columns and c not in DERIVED]
-        if unknown and self.scalers:  # the layout came from a checkpoint: the data must fit the model
-            raise DataError(f"{self.source}: column(s) {unknown} not found (the file has {list(map(str, raw.columns))})"
-                            f", but the checkpoint's model was trained on {self.columns}. Fix: data.path=<a file with "
-                            "those columns>, or data.date_column / data.sep if the file is read wrongly.")
-        if unknown:
-            raise DataError(f"{self.source}: column(s) {unknown} not found; the file has {list(map(str, raw.columns))}"
-                            f" and the derived features are {list(DERIVED)}. Fix: set data.target / data.features "
-                            "to one of those.")
+        check_columns(raw, self.columns, self.adjust, self.source, trained=bool(self.scaling.scalers))
         if self.requested_tickers is not None:
             parts = split_tickers(raw, self.requested_tickers, self.source)
         else:  # one series: data.ticker's, the file's only one, or IBM from the embedded file (data=ibm)
@@ -193,12 +172,12 @@ class StockDataModule(L.LightningDataModule):
         """Each ticker's last `window` days scaled as in training, x (T, window, features), its index into `tickers`
         (T,), and each ticker's target history (its last value is the last known price): what forecasts past the
         end of the data start from. Needs a checkpoint's scaling (`load_state_dict`)."""
-        if not self.scalers:
+        if not self.scaling.scalers:
             raise DataError("latest_windows needs the training scaling: load a checkpoint's data state first.")
         frames = self.load_frames()
-        self._adopt_loaded_scaling(list(frames))
+        self.scaling.adopt(list(frames))
         self.tickers = list(frames)
-        self._cache_scaling()
+        self.scaling.cache(self.tickers)
         windows = []
         for name, frame in frames.items():
             if len(frame) < self.window:
@@ -206,7 +185,7 @@ class StockDataModule(L.LightningDataModule):
                 raise DataError(f"{where}: {len(frame)} usable row(s) after cleaning, but the model reads windows of "
                                 f"data.window={self.window} days (from its checkpoint). Fix: data.path=<a file with "
                                 f"at least {self.window} rows>.")
-            recent = self.scalers[name].transform(frame[self.columns].to_numpy()[-self.window :])
+            recent = self.scaling.scalers[name].transform(frame[self.columns].to_numpy()[-self.window :])
             windows.append(torch.as_tensor(recent[:, : self.n_features], dtype=torch.float32))
         return torch.stack(windows), torch.arange(len(frames)), {n: f[self.target] for n, f in frames.items()}
 
@@ -219,7 +198,7 @@ class StockDataModule(L.LightningDataModule):
             calendar = calendar.union(frame.index)  # one trading calendar: all tickers share the fold dates
         self.period = (self.backtest.period(calendar, self.source) if self.backtest is not None
                        else single_split(calendar, self.train_end, self.test_start, self.source))
-        self._adopt_loaded_scaling(list(frames))
+        self.scaling.adopt(list(frames))
         self.tickers = list(frames)
         parts: dict[str, list[WindowDataset]] = {"train": [], "val": [], "test": []}
         index: dict[str, list[pd.DataFrame]] = {"train": [], "val": [], "test": []}
@@ -229,8 +208,8 @@ class StockDataModule(L.LightningDataModule):
             fix = "Fix: a smaller data.window/data.horizon" + (", fewer backtest.n_folds" if self.backtest else
                                                                " or other split dates")
             fix += f", or drop {name} from data.tickers." if len(frames) > 1 else "."
-            train, history = self._rows(frame, where, fix)
-            self._fit(name, train, where)
+            train, history = self.period.rows(frame, self.window, self.horizon, where, fix)
+            self.scaling.fit(name, train, where)
             windows, dates = self._windows(name, train)
             n_train, needed = len(dates), 2 if self.val_fraction > 0 else 1
             if n_train < needed:
@@ -247,7 +226,7 @@ class StockDataModule(L.LightningDataModule):
                 ticker = torch.full((len(tensors[0]),), i, dtype=torch.long, device=tensors[0].device)
                 parts[stage].append(WindowDataset(*tensors, ticker))
                 index[stage].append(when.iloc[rows].assign(ticker=name))
-        self._cache_scaling()
+        self.scaling.cache(self.tickers)
         self.datasets = {stage: WindowDataset.concat(p) for stage, p in parts.items()}
         self.windows = {stage: pd.concat(frames, ignore_index=True)[["ticker", "date", "end"]]
                         for stage, frames in index.items()}
@@ -278,45 +257,6 @@ class StockDataModule(L.LightningDataModule):
         self.windows["val"] = windows[keep].reset_index(drop=True)
         log.warning("conformal calibration: %s", self.calibration_note.removeprefix("none: "))
 
-    def _rows(self, frame: pd.DataFrame, where: str, fix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The ticker's training rows, and the rows its test windows read: `window` days before the first test day
-        (the trading days right before it, gap days included), the test days, and up to horizon - 1 days after."""
-        period, dates = self.period, frame.index
-        in_train = dates <= period.train_end
-        if period.train_start is not None:
-            in_train &= dates >= period.train_start
-        train = frame[in_train]  # targets stop at train_end: before the gap and the test period
-        first = int(dates.searchsorted(period.test_start))
-        stop = int(dates.searchsorted(period.test_end, side="right")) if period.test_end is not None else len(dates)
-        history = frame.iloc[max(first - self.window, 0) : stop + self.horizon - 1]
-        need = self.window + self.horizon
-        if len(train) < need:
-            raise DataError(f"{where}: the training period has {len(train)} usable rows but window + horizon = "
-                            f"{need} are needed. {fix}")
-        if stop <= first or len(history) < need:
-            raise DataError(f"{where}: the test period has {max(stop - first, 0)} rows ({len(history)} with the "
-                            f"window before it) but window + horizon = {need} are needed. {fix}")
-        return train, history
-
-    def _fit(self, name: str, train: pd.DataFrame, where: str) -> None:
-        """Fit the ticker's scaler and change scale on its training rows only, unless a checkpoint gave them."""
-        if name not in self.scalers:
-            constant = [c for c in self.columns if train[c].max() == train[c].min()]
-            if constant:
-                raise DataError(f"{where}: column(s) {constant} are constant over the training period, so MinMax "
-                                "scaling is undefined and there is nothing to learn. Fix: choose other "
-                                "data.features/data.target or a longer training period.")
-            self.scalers[name] = MinMaxScaler().fit(train[self.columns].to_numpy())  # train only: no test leakage
-        if name not in self.change_scales and self.target_transform != "level":
-            prices = train[self.target].to_numpy()
-            changes = self._change(prices[1:], prices[:-1], where)
-            self.change_scales[name] = float(np.std(changes))
-            if not self.change_scales[name] > 1e-9 * np.abs(changes).max():  # 0 up to rounding: constant changes
-                raise DataError(f"{where}: every one-day change of {self.target} over the training period is the "
-                                f"same, so data.target_transform={self.target_transform} has no change scale (its "
-                                "standard deviation is 0). Fix: data.target_transform=level, or a training period "
-                                "whose prices move.")
-
     def _change(self, future: np.ndarray, last: np.ndarray, where: str | None = None) -> np.ndarray:
         return target_change(future, last, self.target_transform, self.target, where or self.source)
 
@@ -324,7 +264,8 @@ class StockDataModule(L.LightningDataModule):
         """(x, y, last, actual) of every window of one ticker's consecutive rows `part` (see `Batch`), and each
         window's first and last target day."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        scaled = torch.as_tensor(self.scalers[name].transform(part[self.columns].to_numpy()), dtype=torch.float32)
+        scaled = self.scaling.scalers[name].transform(part[self.columns].to_numpy())
+        scaled = torch.as_tensor(scaled, dtype=torch.float32)
         scaled = scaled.to(device)  # whole series on the device once: no per-batch host-to-device copies
         prices = part[self.target].to_numpy()
         target = torch.tensor(prices, dtype=torch.float64, device=device)  # exact prices for metrics
@@ -334,53 +275,15 @@ class StockDataModule(L.LightningDataModule):
         if self.target_transform != "level":  # y[i, k] = change from the window's last day to its k+1-th target
             future = np.lib.stride_tricks.sliding_window_view(prices[self.window :], self.horizon)[: len(x)]
             change = self._change(future, prices[self.window - 1 : self.window - 1 + len(x), None])
-            y = torch.tensor(change / self.change_scales[name], dtype=torch.float32, device=device)  # float64 math
+            change = change / self.scaling.change_scales[name]  # float64 math
+            y = torch.tensor(change, dtype=torch.float32, device=device)
         first = self.window + np.arange(len(x))
         dates = pd.DataFrame({"date": part.index[first], "end": part.index[first + self.horizon - 1]})
         return (x, y, last, actual), dates
 
-    def _cache_scaling(self) -> None:
-        """Per-ticker target scaling as float64 tensors (in `tickers` order), gathered by `to_price`."""
-        names = [t for t in self.tickers if t in self.scalers] or list(self.scalers)
-        i = self.target_index
-        self._scaling = {
-            "scale": torch.tensor([self.scalers[t].scale_[i] for t in names], dtype=torch.float64),
-            "offset": torch.tensor([self.scalers[t].min_[i] for t in names], dtype=torch.float64),
-            "change": torch.tensor([self.change_scales.get(t, float("nan")) for t in names], dtype=torch.float64),
-        }
-
-    def _adopt_loaded_scaling(self, names: list[str]) -> None:
-        """A checkpoint's scaling (eval.py) must cover this run's tickers; a one-series model scores any one series."""
-        if not self.scalers:
-            return
-        loaded = list(self.scalers)
-        if len(loaded) == 1 and len(names) == 1:
-            if loaded[0] not in (names[0], "series"):  # "series": a checkpoint from before tickers were recorded
-                warnings.warn(f"{names[0]} is scaled with the scaler fit on {loaded[0]}, the series the model was "
-                              f"trained on: its forecasts assume {names[0]}'s prices behave like {loaded[0]}'s.",
-                              stacklevel=2)
-            self.scalers = {names[0]: self.scalers[loaded[0]]}
-            change = self.change_scales.get(loaded[0])
-            self.change_scales = {} if change is None else {names[0]: change}
-        elif set(names) - set(loaded):
-            raise DataError(f"the checkpoint was trained on tickers {loaded} but the data gives {names}. Fix: "
-                            f"data.tickers=[{','.join(loaded)}] (a subset works too).")
-
     def to_price(self, y: Tensor, last: Tensor, ticker: Tensor | None = None) -> Tensor:
-        """Model outputs (B, H) in scaled units -> prices (B, H); `last` (B,) anchors change-based targets and
-        `ticker` (B,) picks each window's scaling (default: the first ticker)."""
-        y = y.double()  # prices in float64, like the true ones they are compared with
-        index = ticker if ticker is not None else torch.zeros(len(y), dtype=torch.long, device=y.device)
-
-        def per_window(name: str) -> Tensor:  # (B, 1), float64
-            return self._scaling[name].to(device=y.device)[index].unsqueeze(1)
-
-        if self.target_transform == "level":
-            return (y - per_window("offset")) / per_window("scale")
-        change = y * per_window("change")  # no offset: an output of 0 is exactly `last`, the persistence forecast
-        if self.target_transform == "diff":
-            return last.unsqueeze(1) + change
-        return last.unsqueeze(1) * torch.exp(change)
+        """Model outputs (B, H) -> prices (B, H): `Scaling.to_price` with this data's scaling."""
+        return self.scaling.to_price(y, last, ticker)
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[stage]
@@ -398,9 +301,8 @@ class StockDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict:
         """The fitted scaling and window layout as plain numbers, so checkpoints load with weights_only=True."""
-        if not self.scalers:
+        if not self.scaling.scalers:
             return {}
-        names = list(self.scalers)
         trained = self.windows.get("train")
         # each ticker's last training window (its first target day): calibration windows must come after it
         last_trained = {} if trained is None or trained.empty else \
@@ -409,10 +311,7 @@ class StockDataModule(L.LightningDataModule):
         config = {**self.config, "path": str(Path(self.path).expanduser().resolve()) if self.path else None}
         return {"config": config, "backtest": backtest, "last_trained_window": last_trained,
                 "columns": self.columns, "target": self.target, "features": self.features, "window": self.window,
-                "horizon": self.horizon, "target_transform": self.target_transform, "tickers": names,
-                "data_min": [self.scalers[t].data_min_.tolist() for t in names],
-                "data_max": [self.scalers[t].data_max_.tolist() for t in names],
-                "change_scale": [self.change_scales.get(t) for t in names]}
+                "horizon": self.horizon, "target_transform": self.target_transform, **self.scaling.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -424,10 +323,4 @@ class StockDataModule(L.LightningDataModule):
         if transform != self.target_transform:
             raise DataError(f"the checkpoint was trained with data.target_transform={transform} but the config "
                             f"gives {self.target_transform}. Fix: data.target_transform={transform}.")
-        names, lows, highs, changes = (state.get("tickers"), state["data_min"], state["data_max"],
-                                       state.get("change_scale"))
-        if names is None:  # written before several tickers: one series, flat lists
-            names, lows, highs, changes = ["series"], [lows], [highs], [changes]
-        self.scalers = {t: MinMaxScaler().fit(np.array([lo, hi])) for t, lo, hi in zip(names, lows, highs)}
-        self.change_scales = {t: c for t, c in zip(names, changes) if c is not None}
-        self._cache_scaling()
+        self.scaling.load_state_dict(state)

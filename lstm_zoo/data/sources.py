@@ -96,6 +96,28 @@ def read_price_csv(path: str | Path, sep: str = ",") -> pd.DataFrame:
     return frame
 
 
+def check_columns(raw: pd.DataFrame, columns: list[str], adjust: bool, source: str, trained: bool = False) -> None:
+    """`raw` (a file as read) has every column `columns` (features and target) need, the derived ones' inputs
+    included, and Close and Adj Close when `adjust`. `trained`: `columns` are a checkpoint's; the data must fit."""
+    for name in [c for c in columns if c in DERIVED]:
+        missing = [c for c in DERIVED[name][0] if c not in raw.columns]
+        if missing:
+            raise DataError(f"{source}: derived feature {name!r} in data.features needs column(s) {missing}, "
+                            f"which the file lacks (it has {list(map(str, raw.columns))}). Fix: drop {name!r}.")
+    if adjust and not {"Close", "Adj Close"} <= set(raw.columns):
+        raise DataError(f"{source}: data.adjust=true needs the columns Close and Adj Close, and the file has "
+                        f"{list(map(str, raw.columns))}. Fix: data.adjust=false")
+    unknown = [c for c in columns if c not in raw.columns and c not in DERIVED]
+    if unknown and trained:
+        raise DataError(f"{source}: column(s) {unknown} not found (the file has {list(map(str, raw.columns))}), but "
+                        f"the checkpoint's model was trained on {columns}. Fix: data.path=<a file with those "
+                        "columns>, or data.date_column / data.sep if the file is read wrongly.")
+    if unknown:
+        raise DataError(f"{source}: column(s) {unknown} not found; the file has {list(map(str, raw.columns))} and "
+                        f"the derived features are {list(DERIVED)}. Fix: set data.target / data.features to one of "
+                        "those.")
+
+
 def _to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
     """Parse a text column as floats; '1,234.5' (thousands separators) counts as 1234.5, inf as missing."""
     text = column.astype("string").str.strip()

@@ -29,6 +29,27 @@ class Period:
     test_end: pd.Timestamp | None = None
     label: str = "single split"
 
+    def rows(self, frame: pd.DataFrame, window: int, horizon: int, where: str, fix: str
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """A ticker's training rows, and the rows its test windows read: `window` days before the first test day
+        (the trading days right before it, gap days included), the test days, and up to horizon - 1 days after."""
+        dates = frame.index
+        in_train = dates <= self.train_end
+        if self.train_start is not None:
+            in_train &= dates >= self.train_start
+        train = frame[in_train]  # targets stop at train_end: before the gap and the test period
+        first = int(dates.searchsorted(self.test_start))
+        stop = int(dates.searchsorted(self.test_end, side="right")) if self.test_end is not None else len(dates)
+        history = frame.iloc[max(first - window, 0) : stop + horizon - 1]
+        need = window + horizon
+        if len(train) < need:
+            raise DataError(f"{where}: the training period has {len(train)} usable rows but window + horizon = "
+                            f"{need} are needed. {fix}")
+        if stop <= first or len(history) < need:
+            raise DataError(f"{where}: the test period has {max(stop - first, 0)} rows ({len(history)} with the "
+                            f"window before it) but window + horizon = {need} are needed. {fix}")
+        return train, history
+
 
 def split_dates(index: pd.DatetimeIndex, train_end: str | None, test_start: str | None,
                 source: str = "data") -> tuple[pd.Timestamp, pd.Timestamp]:

@@ -44,7 +44,7 @@ from lstm_zoo.evaluation.pooling import (  # noqa: E402
     pooled_metrics,
     seed_mean_losses,
 )
-from lstm_zoo.models.baselines import FittedForecaster  # noqa: E402
+from lstm_zoo.models.fitted import FittedForecaster  # noqa: E402
 from lstm_zoo.records import write_json  # noqa: E402
 
 PERSISTENCE = "persistence"

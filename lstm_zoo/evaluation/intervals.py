@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 
 
 def check_quantiles(quantiles: Sequence[float] | None, field: str = "model.quantiles") -> tuple[float, ...] | None:

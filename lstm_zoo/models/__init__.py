@@ -7,11 +7,11 @@ from lstm_zoo.models.baselines import (
     DLinearForecaster,
     DriftForecaster,
     ETSForecaster,
-    FittedForecaster,
     MeanForecaster,
     RidgeForecaster,
 )
 from lstm_zoo.models.cnn_lstm import CNNLSTMForecaster
+from lstm_zoo.models.fitted import FittedForecaster
 from lstm_zoo.models.gru import FusedGRU
 from lstm_zoo.models.min_rnn import MinGRU, MinLSTM, MinRNN, MinRNNForecaster
 from lstm_zoo.models.peephole import PeepholeForecaster, PeepholeLSTM

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.init import init_weights
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.init import init_weights
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 
 INIT_SCHEMES = ("keras", "torch")
 

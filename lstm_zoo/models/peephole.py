@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 from torch.autograd.function import once_differentiable
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models.rnn import RNNForecaster
 from lstm_zoo.models.scripting import exporting, script_or_eager
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.models.base import Forecaster
 from lstm_zoo.models.init import init_weights
 

@@ -10,7 +10,7 @@ from conftest import compose_train
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from reliability_helpers import TINY
 
-from lstm_zoo.checks import ConfigError
+from lstm_zoo.errors import ConfigError
 from lstm_zoo.pipeline import run
 from tests.helpers import cli, read_metrics
 

@@ -13,7 +13,8 @@ from conftest import write_prices_csv
 
 from lstm_zoo.data import DataError, StockDataModule
 from lstm_zoo.evaluation.metrics import score
-from lstm_zoo.pipeline import print_summary, write_json
+from lstm_zoo.evaluation.report import print_summary
+from lstm_zoo.records import write_json
 
 
 def setup(path: Path | None, **kwargs) -> tuple[StockDataModule, list[str]]:
@@ -124,7 +125,7 @@ def test_non_numeric_strings_and_inf_are_dropped_and_thousands_parsed(tmp_path: 
     assert "dropped 1 row(s) whose Date does not parse (e.g. ['not a date'])" in notes[0]
     assert "dropped 3 row(s) with empty, non-numeric or infinite values in ['High']" in notes[0]
     assert_finite(dm)
-    assert dm.scaler.data_max_[0] == 1234.5  # the thousands value counts at its real size
+    assert dm.scaling.scaler.data_max_[0] == 1234.5  # the thousands value counts at its real size
 
 
 def test_unsorted_and_duplicate_dates_are_sorted_and_deduplicated(tmp_path: Path, frame: pd.DataFrame) -> None:

@@ -11,7 +11,8 @@ import torch
 from conftest import write_prices_csv
 from reliability_helpers import TINY
 
-from lstm_zoo.checks import CheckpointError, load_checkpoint
+from lstm_zoo.checkpoints import load_checkpoint
+from lstm_zoo.errors import CheckpointError
 from lstm_zoo.pipeline import run
 from tests.helpers import cli, read_metrics
 

@@ -143,7 +143,7 @@ def test_resuming_into_a_new_folder_keeps_the_old_best(tmp_path: Path) -> None:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lstm_zoo.checks import keep_best_across_folders
+    from lstm_zoo.checkpoints import keep_best_across_folders
 
     callback = ModelCheckpoint(dirpath=tmp_path / "new", monitor="val/loss", mode="min", save_top_k=1)
     trainer = L.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False)

@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 from reliability_helpers import TINY, FailAt
 
 from lstm_zoo import records
-from lstm_zoo.checks import CheckpointError, ConfigError, newest_complete_checkpoint
+from lstm_zoo.checkpoints import newest_complete_checkpoint
+from lstm_zoo.errors import CheckpointError, ConfigError
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.lifecycle import config_id
 from lstm_zoo.pipeline import run
@@ -155,7 +156,7 @@ def test_a_torn_last_ckpt_as_ckpt_path_resumes_from_the_newest_complete_one(make
     last.write_bytes(last.read_bytes()[:1000])  # torn by a copy that did not finish
     (older,) = (folder / "checkpoints").glob("epoch00*.ckpt")
     resumed = tmp_path / "resumed"
-    with caplog.at_level(logging.WARNING, logger="lstm_zoo.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="lstm_zoo.checkpoints"):
         metrics = run(make_cfg(resumed, *fault, f"ckpt_path={last}"))
     assert f"ckpt_path={last} is torn (not a complete checkpoint): resuming from the newest complete one beside it, " \
            f"{older.name} (epoch 0, step 4)." in caplog.text

@@ -10,7 +10,7 @@ import torch
 from conftest import compose_train, write_prices_csv
 from reliability_helpers import TINY, PoisonWeights
 
-from lstm_zoo.checks import CheckpointError
+from lstm_zoo.errors import CheckpointError
 from lstm_zoo.pipeline import run
 from tests.helpers import read_metrics
 

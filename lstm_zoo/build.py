@@ -1,0 +1,78 @@
+"""What every task sets up first: where log lines go, and the run's objects built from its config (the one place
+that instantiates a config's data module, model and trainer)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from lstm_zoo.callbacks import ForecastPlot
+from lstm_zoo.checks import check_config
+from lstm_zoo.data import StockDataModule
+from lstm_zoo.models import Forecaster
+
+
+class DropLightningNoise(logging.Filter):
+    """Lines Lightning 2.6 logs at every Trainer start that no user can act on: a tip to install its cloud logger,
+    and a note that our own model summary callback replaces its default one. Warnings are never dropped."""
+
+    NOISE = ("litlogger", "Skipping setting a default `ModelSummary` callback")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(text in record.getMessage() for text in self.NOISE)
+
+
+def route_lightning_logs_to_hydra() -> None:
+    """Lightning's own handlers do not propagate, so its lines would miss Hydra's log file."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropLightningNoise) for f in rank_zero.filters):
+        rank_zero.addFilter(DropLightningNoise())
+    logging.captureWarnings(True)
+    # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Lightning's hint to start with `srun` wherever that command exists: lstm_zoo's SLURM launchers submit the jobs
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
+
+
+def build(cfg: DictConfig, callbacks: Sequence[Callback] = (), purge_step: int | None = None,
+          ) -> tuple[StockDataModule, Forecaster, L.Trainer]:
+    """A run's data module, model and trainer from its composed config (conf/train.yaml), as train.py builds them:
+    the config checked first (`check_config`), the seed set, then the objects. `callbacks` join the config's; see
+    `build_trainer` for `purge_step`."""
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule: StockDataModule = instantiate(cfg.data, backtest=cfg.get("backtest"))
+    model: Forecaster = instantiate(cfg.model, n_features=datamodule.n_features, horizon=datamodule.horizon,
+                                    window=datamodule.window, interval_levels=cfg.interval_levels, _convert_="all")
+    # a progress bar in a file (SLURM, nohup, a pipe) is carriage-return garbage: EpochLog's lines tell progress there
+    quiet = {} if sys.stderr.isatty() else {"enable_progress_bar": False}
+    return datamodule, model, build_trainer(cfg, callbacks, purge_step, **quiet)
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), purge_step: int | None = None,
+                  **options) -> L.Trainer:
+    """`cfg.trainer` with the config's callbacks, then `callbacks`, and its logger; `options` set trainer fields.
+    `purge_step`: a TensorBoard logger hides what an interrupted attempt logged from this step on."""
+    configured = [*(instantiate(c) for c in cfg.callbacks.values() if c is not None), *callbacks]
+    purge = {"purge_step": purge_step} if purge_step is not None and \
+        issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
+    return instantiate(cfg.trainer, callbacks=configured, logger=instantiate(cfg.logger, **purge), **options)
+
+
+def single_device_tester(trainer: L.Trainer) -> L.Trainer:
+    """A one-device trainer for rank 0: under DDP each rank would see only part of the test set."""
+    plots = [c for c in trainer.callbacks if isinstance(c, ForecastPlot)]
+    return L.Trainer(accelerator=trainer.accelerator, devices=1, logger=trainer.logger, callbacks=plots,
+                     default_root_dir=trainer.default_root_dir, enable_progress_bar=False, enable_model_summary=False)
