@@ -122,6 +122,18 @@ def keep_best_across_folders(trainer: L.Trainer, checkpoint: dict) -> None:
             callback.kth_best_model_path, callback.kth_value = state["kth_best_model_path"], state["kth_value"]
 
 
+def best_checkpoint(callback: L.pytorch.callbacks.ModelCheckpoint) -> str:
+    """`callback`'s best checkpoint. A run folder moved while interrupted keeps its old absolute path in last.ckpt,
+    and Lightning restores that path alone when the folder changed: where that file is gone and one of its name is in
+    the callback's own folder, the run resumed in its moved folder and its best checkpoint is that one."""
+    best = callback.best_model_path
+    if best and not Path(best).exists() and callback.dirpath:
+        moved = Path(callback.dirpath) / Path(best).name
+        if moved.is_file():
+            callback.best_model_path = best = str(moved)
+    return best
+
+
 def load_checkpoint_or_older(path: Path) -> tuple[Path, dict]:
     """`path` and its contents; for a torn `last.ckpt` (not a zip archive: cut short by a copy, a full disk), the
     newest complete checkpoint beside it, said in one line: last.ckpt means the newest, and the newest intact one is.

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from lstm_zoo.build import build, build_trainer, route_lightning_logs_to_hydra, single_device_tester
 from lstm_zoo.callbacks import ForecastPlot
-from lstm_zoo.checkpoints import data_for_checkpoint, keep_best_across_folders, load_forecaster
+from lstm_zoo.checkpoints import best_checkpoint, data_for_checkpoint, keep_best_across_folders, load_forecaster
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.errors import ConfigError, user_error
 from lstm_zoo.evaluation.intervals import NO_INTERVALS
@@ -174,7 +174,7 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock:
                                  f"{trainer.current_epoch}: the run diverged. Fix: a smaller optimizer.lr, or "
                                  "trainer.gradient_clip_val=1.0.")  # sweepers can't rank NaN
     ranking = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # not last.ckpt's writer
-    best = str(reused) if reused else ranking.best_model_path if ranking else ""
+    best = str(reused) if reused else best_checkpoint(ranking) if ranking else ""
     tested = best if cfg.test_checkpoint == "best" and best else None  # None: the final weights, in memory
     distributed = trainer.world_size > 1
     # ddp_spawn: this (parent) process is outside the process group, and validating through `trainer` would spawn

@@ -158,3 +158,31 @@ def test_resuming_into_a_new_folder_keeps_the_old_best(tmp_path: Path) -> None:
     assert callback.best_model_path == old and float(callback.best_model_score) == pytest.approx(0.1)
     assert not callback.check_monitor_top_k(trainer, torch.tensor(0.2))  # a worse epoch does not replace it
     assert callback.check_monitor_top_k(trainer, torch.tensor(0.05))
+
+
+def test_a_run_folder_moved_while_interrupted_tests_its_best_checkpoint_where_it_now_is(tmp_path: Path) -> None:
+    """last.ckpt records absolute paths; after `mv` of the run folder, Lightning restores only the old best path."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lstm_zoo.checkpoints import best_checkpoint, keep_best_across_folders
+
+    moved = tmp_path / "moved" / "checkpoints"
+    moved.mkdir(parents=True)
+    (moved / "epoch01.ckpt").write_bytes(b"weights")
+    callback = ModelCheckpoint(dirpath=moved, monitor="val/loss", mode="min", save_top_k=1)
+    trainer = L.Trainer(callbacks=[callback], logger=False, enable_progress_bar=False)
+    old = str(tmp_path / "before" / "checkpoints" / "epoch01.ckpt")  # the folder's old place: gone
+    state = {"dirpath": str(tmp_path / "before" / "checkpoints"), "best_model_score": torch.tensor(0.1),
+             "best_model_path": old, "best_k_models": {old: torch.tensor(0.1)}, "kth_best_model_path": old,
+             "kth_value": torch.tensor(0.1), "last_model_path": str(tmp_path / "before" / "checkpoints" / "last.ckpt")}
+    keep_best_across_folders(trainer, {"callbacks": {callback.state_key: state}})
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        callback.load_state_dict(state)
+    assert best_checkpoint(callback) == str(moved / "epoch01.ckpt") == callback.best_model_path
+
+    elsewhere = tmp_path / "old_run"  # resuming into a new folder from a run that is still there: its file is kept
+    elsewhere.mkdir()
+    (elsewhere / "epoch01.ckpt").write_bytes(b"weights")
+    callback.best_model_path = str(elsewhere / "epoch01.ckpt")
+    assert best_checkpoint(callback) == str(elsewhere / "epoch01.ckpt")
