@@ -232,18 +232,28 @@ def shown_tables(tables: dict, sizes: tuple[float, ...], name: str) -> dict[str,
 
 
 def plot_skill_per_fold(per_fold: pd.DataFrame, path: Path) -> None:
-    """Pooled skill of each fold per configuration (mean ± std over seeds); 0 is persistence."""
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * per_fold["fold"].nunique() + 3), 4.5))
+    """Pooled skill of each fold per configuration (mean ± std over seeds); 0 is persistence. The y axis is linear
+    within ±0.05 of persistence and logarithmic beyond, so a study's near-persistence models and its far-off ones
+    are both readable; with many configurations the legend stands beside the plot."""
+    configs = per_fold["config"].unique()
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * per_fold["fold"].nunique() + 3) + (4 if len(configs) > 12 else 0),
+                                    max(4.5, 0.22 * len(configs) + 1)))
+    colors = plt.get_cmap("tab20").colors
     labels = per_fold.drop_duplicates("fold").sort_values("fold")
-    for config, rows in per_fold.groupby("config", sort=False):
+    for i, (config, rows) in enumerate(per_fold.groupby("config", sort=False)):
         rows = rows.sort_values("fold")
         ax.errorbar(rows["fold"], rows["skill_mean"], yerr=rows["skill_std"].fillna(0), marker="o", capsize=3,
-                    label=config)
+                    label=config, color=colors[i % len(colors)], linestyle=("-", "--", ":")[i // len(colors) % 3])
     ax.axhline(0, color="red", linestyle="--", label="persistence (tomorrow = today)")
+    if per_fold["skill_mean"].abs().max() > 0.5:
+        ax.set_yscale("symlog", linthresh=0.05)
     ax.set_xticks(labels["fold"], [f"{f}\n{t}" for f, t in zip(labels["fold"], labels["test"])])
     ax.set(xlabel="fold (test period)", ylabel="skill = 1 - sqrt(MSE / persistence MSE)",
            title="Out-of-sample skill per fold, pooled over tickers (mean ± std over seeds)")
-    ax.legend(fontsize="small")
+    if len(configs) > 12:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
