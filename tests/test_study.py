@@ -190,3 +190,54 @@ def test_study_cost_projects_the_whole_sweep_from_its_measured_jobs(tmp_path: Pa
     assert study_cost.main([str(sweep), "--jobs", "1", "--total-jobs", "4"])["projected_job_seconds"] == 80.0
     printed = capsys.readouterr().out
     assert "fold 0" in printed and "vanilla" in printed and "6 jobs" in printed
+
+
+def write_fold_job(sweep: Path, name: str, cfg, model: str, windows: int, epochs: list[dict], **parts: float) -> float:
+    """A job folder of `cfg` (its model `model`) whose metrics.json records `epochs`, the other `parts` and the
+    training windows it fit on; returns its wall seconds (the sum of its parts)."""
+    (sweep / name / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, sweep / name / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"model": model}}}}),
+                   sweep / name / ".hydra" / "hydra.yaml")
+    timing = {part: 0.0 for part in PARTS} | parts
+    wall = sum(timing.values())
+    record = {"status": "completed", "epochs": len(epochs), "windows": {"train": windows, "val": 1, "test": 1},
+              "timing": {**timing, "wall": wall, "epochs": epochs}, "tested_weights": "best"}
+    if model == "linear":
+        record["tested_weights"] = "fitted"
+    elif not epochs:
+        record["refit_from"] = str(sweep / "fold0" / "checkpoints" / "best.ckpt")
+    (sweep / name / "metrics.json").write_text(json.dumps(record))
+    return wall
+
+
+def test_study_cost_estimates_the_old_protocol_from_the_measured_epochs(tickers_csv: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    study_cost = study_cost_script()
+    sweep = tmp_path / "study"
+    settings = ["backtest.n_folds=2", "backtest.refit_every=2", "callbacks=early_stopping",
+                "callbacks.early_stopping.patience=3", "trainer.max_epochs=10"]
+    cfgs = [fold_cfg(tickers_csv, tmp_path / "out", *settings, f"backtest.fold={k}") for k in range(2)]
+    # the training windows of each fold's own period (to 2020, to 2021), by hand: 2 tickers x (business days -
+    # window 10 - horizon 1 + 1), less the last 10% of each ticker's windows (validation)
+    own = [2 * (n - 10) - 2 * round((n - 10) * 0.1)
+           for n in (len(pd.bdate_range("2019-01-01", end)) for end in ("2020-12-31", "2021-12-31"))]
+    assert own[1] > own[0]
+    fixed = {"startup": 1.0, "build": 0.5, "data": 0.5, "train": 6.0, "validation": 3.5, "fit_other": 0.5,
+             "test": 2.0, "write": 0.5}
+    trained = write_fold_job(sweep, "fold0", cfgs[0], "vanilla", own[0], [{"train": 2.0, "validation": 1.0}] * 3,
+                             **fixed)  # 3 epochs of 3 s, stopped early: 9 s of the 15 s are epochs
+    reused = write_fold_job(sweep, "fold1", cfgs[1], "vanilla", own[0], [], build=0.5, fit_other=0.25,
+                            test=2.0, write=0.5)  # fold 0's model, fit on fold 0's windows, tests fold 1
+    numbers = study_cost.main([str(sweep), "--total-jobs", "2"])
+    rate = 3.0 / own[0]  # seconds per epoch and training window (fold 0's), also fold 1's: no later trained fold
+    assert numbers["after_job_seconds"] == pytest.approx(trained + reused)
+    assert numbers["before_job_seconds"] == pytest.approx(trained - 9 + 10 * 3.0 + reused + 10 * rate * own[1])
+    assert numbers["early_only_job_seconds"] == pytest.approx(trained + reused + 3 * rate * own[1])
+    printed = capsys.readouterr().out
+    assert "refit every 2 folds" in printed and "patience 3" in printed and "10 epochs, no early stopping" in printed
+
+    fitted = write_fold_job(sweep, "linear1", cfgs[1], "linear", own[0], [], data=0.5, train=1.0, test=2.0)
+    jobs = study_cost.before_after(study_cost.measured_jobs(sweep)).set_index("run")
+    assert jobs.loc["linear1", "kind"] == "fitted"  # refit on fold 1's own windows, nothing else changes
+    assert jobs.loc["linear1", ["before", "early_only"]].tolist() == pytest.approx([fitted - 1 + own[1] / own[0]] * 2)
