@@ -10,17 +10,16 @@ workers (what the joblib launcher does). The seconds are those measured, so they
 parallelism the sweep ran with; project with the same --jobs.
 
 Before and after, on the measured jobs: "after" as measured (the sweep's `backtest.refit_every`, early stopping);
-"before" the old protocol (every fold refit, `trainer.max_epochs` epochs, no early stopping) and "early_only" (every
-fold refit, the measured epochs), both estimated, with each job's settings read from its .hydra/config.yaml.
-A job's fit is its epochs (training + validation seconds, `timing.epochs`), or the `train` part of a model fit in one
-pass (drift, mean, linear, arima, ets); its other parts stay as measured (a reused fold's checkpoint load stands in
-for the data set-up and fit overhead it would have had). Fits scale with the training windows of the job's own fold
-(`backtest.refit_every=1`, counted by the project's data module) against those it fit on (metrics.json `windows`):
-- seconds per epoch and training window: a trained job's mean epoch / its windows; for a fold that reused its refit
-  fold's model, interpolated linearly in the fold index between the trained folds of its configuration (model,
-  target, seed; else of its model), the nearest trained fold's beyond them; the epoch count likewise;
+estimated, with each job's settings from its .hydra/config.yaml: "before", the old protocol (every fold refit,
+`trainer.max_epochs` epochs, no early stopping), and "early_only" (every fold refit, the measured epochs). A job's fit
+(its epochs' training + validation seconds; a model fit in one pass: its `train` part) scales with the training
+windows of its own fold (`backtest.refit_every=1`, counted by the project's data module) against those it fit on;
+its other parts stay as measured (a reused fold's checkpoint load stands in for a fit's data set-up and overhead):
+- rate = seconds per epoch and training window: a trained job's mean epoch / its windows; for a fold that reused its
+  refit fold's model, rate and epoch count interpolated linearly in the fold index between the trained folds of its
+  configuration (model, target, seed; else of its model), the nearest trained fold's beyond them;
 - before = other parts + max_epochs x rate x own windows; early_only = other parts + epochs x rate x own windows;
-- a model fit in one pass has no epochs: both estimates only refit it on its own fold (fit x own / fitted windows).
+- a model fit in one pass (drift, mean, linear, arima, ets) is only refit on its own fold: fit x own / fitted windows.
 It measures and prints; it judges nothing.
 """
 
