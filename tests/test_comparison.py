@@ -25,6 +25,8 @@ from lstm_zoo.evaluation.confidence import (
     spa_against_best,
     spa_pvalue,
 )
+from lstm_zoo.evaluation.headline import headline
+from lstm_zoo.evaluation.leaderboard import pm
 from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags, score
 from lstm_zoo.evaluation.pooling import daily_losses, pool_folds, pooled_dm, pooled_metrics, relative_losses
 
@@ -191,6 +193,30 @@ def test_backtest_tables_test_the_trained_configurations_against_the_best_fitted
     assert "no trained model is shown to beat it" in "\n".join(verdict(worse, (0.10,), QUICK))
     alone = backtest_tables(runs, QUICK, (0.10,))  # nothing fitted: no such test
     assert alone["best_baseline"] is None and math.isnan(alone["spa_baseline_p"])
+
+
+def test_the_headline_puts_each_configurations_numbers_under_its_target_and_gives_both_spa_p_values() -> None:
+    runs = {"drift / level": {0: forecasts(0.9, seed=30)}, "drift / diff": {0: forecasts(0.95, seed=31)},
+            "lstm / diff": {0: forecasts(0.5, seed=32), 1: forecasts(0.6, seed=33)},
+            "lstm / level": {0: forecasts(3.0, seed=34), 1: forecasts(3.5, seed=35)}}
+    tables = backtest_tables(runs, QUICK, (0.10, 0.25), fitted={"drift / level", "drift / diff"})
+    text = headline(tables, ["model", "data.target_transform"], (0.10, 0.25))
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    rows = {row[0].strip("`"): row for row in cells}
+    assert rows["model"][2:] == ["`diff`: rel. MSE", "skill", "DM p", "in MCS", "`level`: rel. MSE", "skill",
+                                 "DM p", "in MCS"]
+    pooled = tables["pooled"]
+    lstm, drift = rows["lstm"], rows["drift"]
+    assert [lstm[1], drift[1]] == ["trained", "fitted"]
+    assert lstm[2] == pm(pooled.loc["lstm / diff", "rel_mse_mean"], pooled.loc["lstm / diff", "rel_mse_std"], 4)
+    assert lstm[6].startswith(f"{pooled.loc['lstm / level', 'rel_mse_mean']:.4f} ± ")  # two seeds: mean ± std
+    assert drift[6] == f"{pooled.loc['drift / level', 'rel_mse_mean']:.4f}"
+    assert lstm[5] == "10% and 25%" and lstm[9] == "out"  # the best one stays, the worst one goes
+    assert list(rows)[1:] == ["persistence", "lstm", "drift"]  # persistence, then by the best rel. MSE
+    assert f"({tables['best_baseline']}, against 2 trained configurations): " in text
+    assert "'no configuration beats persistence' (4 configurations)" in text
+    with pytest.raises(ValueError, match="two --by keys"):
+        headline(tables, ["model"], (0.10,))
 
 
 def ar1(rng: np.random.Generator, phi: float, days: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from lstm_zoo.evaluation.confidence import (  # noqa: E402
     spa_against_best,
     spa_pvalue,
 )
+from lstm_zoo.evaluation.headline import PERSISTENCE, headline  # noqa: E402
 from lstm_zoo.evaluation.leaderboard import code_versions, group_label, markdown, pm, read_sweep  # noqa: E402
 from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score, step_columns  # noqa: E402
 from lstm_zoo.evaluation.pooling import (  # noqa: E402
@@ -47,7 +48,6 @@ from lstm_zoo.evaluation.pooling import (  # noqa: E402
 from lstm_zoo.models.fitted import FittedForecaster  # noqa: E402
 from lstm_zoo.records import write_json  # noqa: E402
 
-PERSISTENCE = "persistence"
 POOLED = [m for m in METRICS if m.pooled and m.over_seeds == "mean"]  # scale-free: pooled over tickers
 PER_TICKER = [m for m in METRICS if m.over_seeds == "mean"]  # in the ticker's price units
 
@@ -299,6 +299,8 @@ def compare_backtest(sweep: Path, by: list[str], bootstrap: Bootstrap | None = N
     tables["daily"].to_csv(sweep / "daily_losses.csv")
     runs.drop(columns=["predictions"], errors="ignore").to_csv(sweep / "runs.csv", index=False)
     plot_skill_per_fold(tables["per_fold"], sweep / "skill_per_fold.png")
+    if len(by) == 2:  # e.g. --by model data.target_transform: the targets side by side, the README's table
+        (sweep / "headline.md").write_text(headline(tables, by, sizes))
     print(report + "\nWrote leaderboard.md, leaderboard.json, pooled.csv, per_fold.csv, per_ticker.csv, "
-          f"daily_losses.csv, runs.csv, skill_per_fold.png to {sweep}")
+          f"daily_losses.csv, runs.csv, skill_per_fold.png{', headline.md' if len(by) == 2 else ''} to {sweep}")
     return tables
