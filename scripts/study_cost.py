@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lstm_zoo.evaluation.leaderboard import read_sweep  # noqa: E402
+from lstm_zoo.evaluation.sweep import read_sweep  # noqa: E402
 from lstm_zoo.timing import PARTS  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
