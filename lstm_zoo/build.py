@@ -18,6 +18,7 @@ from lstm_zoo.callbacks import ForecastPlot
 from lstm_zoo.checks import check_config
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.models import Forecaster
+from lstm_zoo.timing import EpochTimer
 
 
 class DropLightningNoise(logging.Filter):
@@ -64,8 +65,11 @@ def build(cfg: DictConfig, callbacks: Sequence[Callback] = (), purge_step: int |
 def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), purge_step: int | None = None,
                   **options) -> L.Trainer:
     """`cfg.trainer` with the config's callbacks, then `callbacks`, and its logger; `options` set trainer fields.
-    `purge_step`: a TensorBoard logger hides what an interrupted attempt logged from this step on."""
+    `purge_step`: a TensorBoard logger hides what an interrupted attempt logged from this step on. Every trainer
+    times its epochs once: by an EpochTimer among the callbacks (the config's EpochLog is one), else one added here."""
     configured = [*(instantiate(c) for c in cfg.callbacks.values() if c is not None), *callbacks]
+    if not any(isinstance(c, EpochTimer) for c in configured):
+        configured.append(EpochTimer())
     purge = {"purge_step": purge_step} if purge_step is not None and \
         issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
     return instantiate(cfg.trainer, callbacks=configured, logger=instantiate(cfg.logger, **purge), **options)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count  # noqa: E402
 
 from lstm_zoo.evaluation.metrics import step_columns  # noqa: E402
+from lstm_zoo.timing import EpochTimer  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -177,19 +177,18 @@ class ModelViews(L.Callback):
         plt.close(fig)
 
 
-class EpochLog(L.Callback):
+class EpochLog(EpochTimer):
     """One log line per epoch (epoch, train and validation loss, seconds), through Python logging: it reaches
-    Hydra's train.log and a non-TTY console (a SLURM or nohup log), which a progress bar never does."""
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._started = time.perf_counter()
+    Hydra's train.log and a non-TTY console (a SLURM or nohup log), which a progress bar never does. It is the run's
+    EpochTimer, so the seconds it logs (training plus validation) are the epoch's in metrics.json's `timing`."""
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
         # callbacks run before the module's own on_train_epoch_end logs train/loss_epoch: read its running mean
         train = pl_module.train_loss.compute() if hasattr(pl_module, "train_loss") else None
         if not trainer.is_global_zero:
             return
         values = {"train/loss": train, "val/loss": trainer.callback_metrics.get("val/loss")}
         losses = "".join(f", {name} {float(value):.6f}" for name, value in values.items() if value is not None)
-        seconds = time.perf_counter() - getattr(self, "_started", time.perf_counter())
+        seconds = self.epochs[-1]["train"] + self.epochs[-1]["validation"]
         log.info("epoch %d/%d%s, %.1f s", trainer.current_epoch + 1, trainer.max_epochs, losses, seconds)

@@ -142,8 +142,8 @@ def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]
 def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock: Stopwatch) -> None:
     """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`,
     with where the time went under `timing` (`lstm_zoo.timing`)."""
-    epoch_timer = EpochTimer()
-    datamodule, model, trainer = build(cfg, callbacks=[epoch_timer], purge_step=plan.purge_step)
+    datamodule, model, trainer = build(cfg, purge_step=plan.purge_step)
+    epoch_timer = next(c for c in trainer.callbacks if isinstance(c, EpochTimer))  # the config's EpochLog, or build's
     logger = trainer.logger
     log_experiment(logger, experiment_hparams(cfg, model))
     if isinstance(model, FittedForecaster):  # fit without Lightning epochs

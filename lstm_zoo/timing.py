@@ -40,7 +40,8 @@ def process_age() -> float:
 
 class EpochTimer(L.Callback):
     """Inside `trainer.fit`: when the data were set up, and each epoch's training and validation seconds (the
-    validation Lightning runs at the end of a training epoch is counted as validation, not training)."""
+    validation Lightning runs at the end of a training epoch is counted as validation, not training). A trainer has
+    one (`build_trainer`): the config's EpochLog, which logs each epoch from it, or a plain one."""
 
     def __init__(self) -> None:
         self.setup_done: float | None = None

@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lstm_zoo.data import DataError  # noqa: E402
-from lstm_zoo.evaluation.leaderboard import read_sweep  # noqa: E402
+from lstm_zoo.evaluation.sweep import read_sweep  # noqa: E402
 from lstm_zoo.timing import PARTS  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

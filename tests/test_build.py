@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lstm_zoo.build import build
+from lstm_zoo.callbacks import EpochLog
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.errors import ConfigError
 from lstm_zoo.models import Forecaster
@@ -21,6 +22,15 @@ def test_build_makes_the_objects_of_the_config_sized_to_the_data(fast_cfg, tmp_p
         (2, datamodule.window, datamodule.horizon) == (2, datamodule.window, 3)
     assert timer in trainer.callbacks and any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)
     assert trainer.logger.log_dir.startswith(str(tmp_path / "run"))
+
+
+def test_a_trainer_times_its_epochs_once(fast_cfg) -> None:
+    """The config's EpochLog is the trainer's one EpochTimer (what it logs is what metrics.json records); without
+    it, build adds a plain EpochTimer, so `timing` never depends on the log line."""
+    trainer = build(fast_cfg())[2]
+    assert [type(c) for c in trainer.callbacks if isinstance(c, EpochTimer)] == [EpochLog]
+    trainer = build(fast_cfg("~callbacks.epoch_log"))[2]
+    assert [type(c) for c in trainer.callbacks if isinstance(c, EpochTimer)] == [EpochTimer]
 
 
 def test_build_sets_the_seed_so_a_config_builds_the_same_model(fast_cfg) -> None:

@@ -12,6 +12,7 @@ from conftest import compose_train, write_prices_csv
 from hydra.utils import instantiate
 
 from lstm_zoo.data import DataError, StockDataModule, make_windows
+from lstm_zoo.data.splits import untrained_windows
 
 
 def datamodule(path, **kwargs) -> StockDataModule:
@@ -154,3 +155,17 @@ def test_a_date_format_that_fits_few_rows_is_an_error_not_a_warning(tmp_path, pr
     with pytest.raises(DataError, match=rf"{(days.day > 12).sum()} of {len(days)} value\(s\) of column 'Date' do not "
                                         r"parse with data.date_format='%m/%d/%Y' .*Fix: data.date_format=<their"):
         StockDataModule(path=str(day_first), date_format="%m/%d/%Y").load_frames()
+
+
+def test_calibration_keeps_the_validation_windows_after_each_tickers_last_training_window() -> None:
+    """eval/predict on a checkpoint: conformal intervals calibrate only on windows the model never trained on; a
+    ticker it did not train on counts from its last training window of any ticker."""
+    windows = pd.DataFrame({"ticker": ["A"] * 3 + ["B"] * 3, "date": pd.date_range("2020-01-01", periods=6)})
+    keep, note = untrained_windows(windows, {"A": "2020-01-02", "B": "2020-01-05"}, "prices.csv")
+    assert keep.tolist() == [False, False, True, False, False, True]
+    assert note == "2 of 6 validation windows: the model trained on the others"
+    assert untrained_windows(windows, {"A": "2020-01-02"}, "prices.csv")[0].tolist() == [False, False] + [True] * 4
+    keep, note = untrained_windows(windows, {"A": "2020-01-06"}, "prices.csv")
+    assert not keep.any() and note.startswith("none: the model trained on all 6 validation windows of prices.csv")
+    keep, note = untrained_windows(windows, {}, "prices.csv")  # nothing recorded: every window, no note
+    assert keep.all() and note is None

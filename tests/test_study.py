@@ -34,9 +34,13 @@ def fold_cfg(path: Path, out: Path, *overrides: str):
 
 
 def test_a_job_records_where_its_time_went(fast_cfg, caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="lstm_zoo.pipeline"):
+    with caplog.at_level(logging.INFO, logger="lstm_zoo"):
         metrics = run(fast_cfg("trainer.max_epochs=2"))
     timing = metrics["timing"]
+    epoch_lines = [r.getMessage() for r in caplog.records
+                   if r.name == "lstm_zoo.callbacks" and r.getMessage().startswith("epoch ")]  # EpochLog's
+    assert [line.rsplit(", ", 1)[1] for line in epoch_lines] == \
+        [f"{e['train'] + e['validation']:.1f} s" for e in timing["epochs"]]  # each epoch timed once
     assert set(PARTS) | {"wall", "epochs"} == set(timing)
     assert all(timing[part] >= 0 for part in PARTS) and timing["train"] > 0 and timing["test"] > 0
     assert sum(timing[part] for part in PARTS) <= timing["wall"] + 1e-9

@@ -32,8 +32,8 @@ from lstm_zoo.data.sources import (
     ticker_names,
     untickered_rows,
 )
-from lstm_zoo.data.splits import Period, WalkForward, single_split
-from lstm_zoo.data.windows import TARGET_TRANSFORMS, WindowDataset, make_windows, target_change
+from lstm_zoo.data.splits import Period, WalkForward, single_split, untrained_windows, validation_size
+from lstm_zoo.data.windows import TARGET_TRANSFORMS, WindowDataset, series_windows
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +211,7 @@ class StockDataModule(L.LightningDataModule):
             train, history = self.period.rows(frame, self.window, self.horizon, where, fix)
             self.scaling.fit(name, train, where)
             windows, dates = self._windows(name, train)
-            n_train, needed = len(dates), 2 if self.val_fraction > 0 else 1
-            if n_train < needed:
-                raise DataError(f"{where}: the training period gives {n_train} window(s); at least {needed} are "
-                                f"needed (one to train{', one to validate' if needed == 2 else ''}). Fix: a smaller "
-                                "data.window or more data.")
-            n_val = min(max(round(n_train * self.val_fraction), 1), n_train - 1) if self.val_fraction > 0 else 0
-            cut = n_train - n_val  # validation = the last windows of the ticker's training period, chronologically
+            cut = len(dates) - validation_size(len(dates), self.val_fraction, where)  # validation: the last windows
             test_windows, test_dates = self._windows(name, history)
             for stage, rows, (tensors, when) in (("train", slice(None, cut), (windows, dates)),
                                                  ("val", slice(cut, None), (windows, dates)),
@@ -239,47 +233,27 @@ class StockDataModule(L.LightningDataModule):
                  test_days.min().date(), test_days.max().date())
 
     def _drop_trained_validation_windows(self) -> None:
-        """Keep only the validation windows after the checkpoint's last training window of the same ticker (after
-        its last one of any ticker for a series it did not train on): the model never trained on those."""
-        latest = max(pd.Timestamp(d) for d in self.trained_until.values()) if self.trained_until else None
-        windows = self.windows["val"]
-        after = windows["ticker"].map(lambda t: pd.Timestamp(self.trained_until.get(t, latest)) if latest else None)
-        keep = (windows["date"] > after).to_numpy() if latest is not None else np.ones(len(windows), dtype=bool)
-        if keep.all():
+        """Keep only the validation windows the checkpoint's model never trained on (`untrained_windows`)."""
+        keep, self.calibration_note = untrained_windows(self.windows["val"], self.trained_until, self.source)
+        if self.calibration_note is None:
             return
-        self.calibration_note = (f"none: the model trained on all {len(windows)} validation windows of {self.source} "
-                                 f"(its training windows run to {max(self.trained_until.values())}), and conformal "
-                                 "intervals need windows it never saw. Fix: train with data.val_fraction > 0 (and "
-                                 "keep the checkpoint's split), or with model.quantiles") if not keep.any() else \
-            (f"{int(keep.sum())} of {len(windows)} validation windows: the model trained on the others")
         index = torch.as_tensor(np.flatnonzero(keep), device=self.datasets["val"].x.device)
         self.datasets["val"] = WindowDataset(*self.datasets["val"][index])
-        self.windows["val"] = windows[keep].reset_index(drop=True)
+        self.windows["val"] = self.windows["val"][keep].reset_index(drop=True)
         log.warning("conformal calibration: %s", self.calibration_note.removeprefix("none: "))
-
-    def _change(self, future: np.ndarray, last: np.ndarray, where: str | None = None) -> np.ndarray:
-        return target_change(future, last, self.target_transform, self.target, where or self.source)
 
     def _windows(self, name: str, part: pd.DataFrame) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], pd.DataFrame]:
         """(x, y, last, actual) of every window of one ticker's consecutive rows `part` (see `Batch`), and each
         window's first and last target day."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        scaled = self.scaling.scalers[name].transform(part[self.columns].to_numpy())
-        scaled = torch.as_tensor(scaled, dtype=torch.float32)
-        scaled = scaled.to(device)  # whole series on the device once: no per-batch host-to-device copies
-        prices = part[self.target].to_numpy()
-        target = torch.tensor(prices, dtype=torch.float64, device=device)  # exact prices for metrics
-        x, y = make_windows(scaled[:, : self.n_features], scaled[:, self.target_index], self.window, self.horizon)
-        last = target[self.window - 1 : self.window - 1 + len(x)]
-        actual = target[self.window :].unfold(0, self.horizon, 1)[: len(x)]  # (N, H) view
-        if self.target_transform != "level":  # y[i, k] = change from the window's last day to its k+1-th target
-            future = np.lib.stride_tricks.sliding_window_view(prices[self.window :], self.horizon)[: len(x)]
-            change = self._change(future, prices[self.window - 1 : self.window - 1 + len(x), None])
-            change = change / self.scaling.change_scales[name]  # float64 math
-            y = torch.tensor(change, dtype=torch.float32, device=device)
-        first = self.window + np.arange(len(x))
-        dates = pd.DataFrame({"date": part.index[first], "end": part.index[first + self.horizon - 1]})
-        return (x, y, last, actual), dates
+        scaled = torch.as_tensor(self.scaling.scalers[name].transform(part[self.columns].to_numpy()),
+                                 dtype=torch.float32).to(device)  # the series on the device once: no per-batch copies
+        change = None if self.target_transform == "level" else \
+            (lambda future, last: self.scaling.change(name, future, last, self.source))
+        tensors = series_windows(scaled, part[self.target].to_numpy(), self.window, self.horizon, self.n_features,
+                                 self.target_index, change)
+        first = self.window + np.arange(len(tensors[0]))
+        return tensors, pd.DataFrame({"date": part.index[first], "end": part.index[first + self.horizon - 1]})
 
     def to_price(self, y: Tensor, last: Tensor, ticker: Tensor | None = None) -> Tensor:
         """Model outputs (B, H) -> prices (B, H): `Scaling.to_price` with this data's scaling."""

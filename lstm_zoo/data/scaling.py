@@ -50,6 +50,10 @@ class Scaling:
                                 "standard deviation is 0). Fix: data.target_transform=level, or a training period "
                                 "whose prices move.")
 
+    def change(self, name: str, future: np.ndarray, last: np.ndarray, where: str) -> np.ndarray:
+        """The change from `last` to `future` prices in model units: divided by the ticker's change scale (float64)."""
+        return target_change(future, last, self.target_transform, self.target, where) / self.change_scales[name]
+
     def adopt(self, names: list[str]) -> None:
         """A checkpoint's scaling (eval.py) must cover this run's tickers; a one-series model scores any one series."""
         if not self.scalers:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from lstm_zoo.data.sources import DataError
@@ -75,6 +76,36 @@ def single_split(calendar: pd.DatetimeIndex, train_end: str | None, test_start: 
     """The one split of `data.train_end` / `data.test_start`: training from the first row, test to the last."""
     end, start = split_dates(calendar, train_end, test_start, source)
     return Period(None, end, start)
+
+
+def validation_size(n_train: int, val_fraction: float, where: str) -> int:
+    """How many of a ticker's `n_train` training windows validate: its chronologically last `val_fraction` of them,
+    at least one (none when val_fraction is 0) and never all."""
+    needed = 2 if val_fraction > 0 else 1
+    if n_train < needed:
+        raise DataError(f"{where}: the training period gives {n_train} window(s); at least {needed} are "
+                        f"needed (one to train{', one to validate' if needed == 2 else ''}). Fix: a smaller "
+                        "data.window or more data.")
+    return min(max(round(n_train * val_fraction), 1), n_train - 1) if val_fraction > 0 else 0
+
+
+def untrained_windows(windows: pd.DataFrame, trained_until: dict[str, str], source: str
+                      ) -> tuple[np.ndarray, str | None]:
+    """Which validation `windows` (ticker, date) come after the checkpoint's last training window of the same ticker
+    (after its last one of any ticker for a series it did not train on): the model never trained on those, so
+    conformal calibration may use them. Returns the mask and, when it drops any, a note saying why."""
+    latest = max(pd.Timestamp(d) for d in trained_until.values()) if trained_until else None
+    if latest is None:
+        return np.ones(len(windows), dtype=bool), None
+    after = windows["ticker"].map(lambda t: pd.Timestamp(trained_until.get(t, latest)))
+    keep = (windows["date"] > after).to_numpy()
+    if keep.all():
+        return keep, None
+    if keep.any():
+        return keep, f"{int(keep.sum())} of {len(windows)} validation windows: the model trained on the others"
+    return keep, (f"none: the model trained on all {len(windows)} validation windows of {source} (its training "
+                  f"windows run to {max(trained_until.values())}), and conformal intervals need windows it never saw. "
+                  "Fix: train with data.val_fraction > 0 (and keep the checkpoint's split), or with model.quantiles")
 
 
 @dataclass(frozen=True)

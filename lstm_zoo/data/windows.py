@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +32,23 @@ def make_windows(series: Tensor, target: Tensor, window: int, horizon: int) -> t
     x = series.unfold(0, window, 1)[:n].transpose(1, 2)  # (N, W, F), a view of `series`
     y = target[window:].unfold(0, horizon, 1)[:n]  # (N, H), a view of `target`
     return x, y
+
+
+def series_windows(scaled: Tensor, prices: np.ndarray, window: int, horizon: int, n_features: int, target_index: int,
+                   change: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(x, y, last, actual) of every window of one series (see `Batch`): `scaled` (T, columns) is the scaled series,
+    features first, on the device the windows live on; `prices` (T,) its target in price units. y is the scaled target,
+    or `change(future (N, H), last (N, 1))`, the change target in model units, when given."""
+    x, y = make_windows(scaled[:, :n_features], scaled[:, target_index], window, horizon)
+    target = torch.tensor(prices, dtype=torch.float64, device=scaled.device)  # exact prices for metrics
+    last = target[window - 1 : window - 1 + len(x)]
+    actual = target[window:].unfold(0, horizon, 1)[: len(x)]  # (N, H) view
+    if change is not None:  # y[i, k] = change from the window's last day to its k+1-th target
+        future = np.lib.stride_tricks.sliding_window_view(prices[window:], horizon)[: len(x)]
+        y = torch.tensor(change(future, prices[window - 1 : window - 1 + len(x), None]), dtype=torch.float32,
+                         device=scaled.device)
+    return x, y, last, actual
 
 
 class Batch(NamedTuple):

@@ -36,25 +36,15 @@ from lstm_zoo.evaluation.confidence import (  # noqa: E402
     spa_pvalue,
 )
 from lstm_zoo.evaluation.headline import PERSISTENCE, headline  # noqa: E402
-from lstm_zoo.evaluation.leaderboard import code_versions, group_label, markdown, pm, read_sweep  # noqa: E402
+from lstm_zoo.evaluation.leaderboard import markdown, pm  # noqa: E402
 from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score, step_columns  # noqa: E402
-from lstm_zoo.evaluation.pooling import (  # noqa: E402
-    is_single_split,
-    pool_folds,
-    pooled_dm,
-    pooled_metrics,
-    seed_mean_losses,
-)
+from lstm_zoo.evaluation.pooling import is_single_split, pooled_dm, pooled_metrics, seed_mean_losses  # noqa: E402
+from lstm_zoo.evaluation.sweep import code_versions, group_label, read_forecasts, read_sweep, sweep_keys  # noqa: E402
 from lstm_zoo.models.fitted import FittedForecaster  # noqa: E402
 from lstm_zoo.records import write_json  # noqa: E402
 
 POOLED = [m for m in METRICS if m.pooled and m.over_seeds == "mean"]  # scale-free: pooled over tickers
 PER_TICKER = [m for m in METRICS if m.over_seeds == "mean"]  # in the ticker's price units
-
-
-def sweep_keys(by: list[str]) -> list[str]:
-    """The --by keys plus the fold and tickers of each run."""
-    return list(dict.fromkeys([*by, "backtest.fold", "data.tickers"]))
 
 
 def fitted_configurations(runs: pd.DataFrame, by: list[str]) -> set[str]:
@@ -66,24 +56,6 @@ def fitted_configurations(runs: pd.DataFrame, by: list[str]) -> set[str]:
     done = runs[runs["completed"]]
     return {group_label(key) for key, group in done.groupby(by, dropna=False)
             if group["model_target"].map(fitted).all()}
-
-
-def read_forecasts(runs: pd.DataFrame, by: list[str]) -> dict[str, dict[int, pd.DataFrame]]:
-    """Per configuration label and seed, the pooled forecasts of its completed runs (a `fold` column added)."""
-    done = runs[runs["completed"] & runs["predictions"].notna()]
-    forecasts: dict[str, dict[int, pd.DataFrame]] = {}
-    for key, group in done.groupby(by, dropna=False, sort=True):
-        per_seed = {}
-        for seed, members in group.groupby("seed", sort=True):
-            frames = [pd.read_csv(path, parse_dates=["date"]).assign(fold=int(fold) if pd.notna(fold) else 0)
-                      for path, fold in zip(members["predictions"], members["backtest.fold"])]
-            try:
-                per_seed[int(seed)] = pool_folds(frames)
-            except ValueError as err:  # two runs of one configuration and seed forecast the same ticker-days
-                raise SystemExit(f"configuration {group_label(key)!r}, seed {seed}: {err} Or put the setting that "
-                                 "tells those runs apart in --by, or list each run on its own with --by run.") from None
-        forecasts[group_label(key)] = per_seed
-    return forecasts
 
 
 def dm_pvalue(loss: pd.Series, persistence_loss: pd.Series, horizon: int, single_split: bool) -> float:

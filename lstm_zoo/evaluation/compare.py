@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from lstm_zoo.evaluation.backtest import compare_backtest, sweep_keys
+from lstm_zoo.evaluation.backtest import compare_backtest
 from lstm_zoo.evaluation.confidence import Bootstrap
-from lstm_zoo.evaluation.leaderboard import compare, read_sweep
+from lstm_zoo.evaluation.leaderboard import compare
+from lstm_zoo.evaluation.sweep import read_sweep, sweep_keys
 
 
 def is_backtest(runs: pd.DataFrame) -> bool:
