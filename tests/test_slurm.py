@@ -53,15 +53,14 @@ def environment(cluster: SlurmCluster) -> dict[str, str]:
     return {**cluster.env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "reliability")])}
 
 
-def train(cluster: SlurmCluster, *overrides: str, check: bool = True, background: bool = False):
+def train(cluster: SlurmCluster, *overrides: str, background: bool = False):
     env = environment(cluster)
     command = [sys.executable, str(ROOT / "train.py"), "-m", *overrides]
     if background:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    if check:
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:] + cluster.logs()
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:] + cluster.logs()
     return result
 
 
