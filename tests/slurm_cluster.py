@@ -43,12 +43,17 @@ def daemon(name: str) -> str:
 
 
 class SlurmCluster:
-    """One node (this host, `cpus` CPUs), one default partition `debug`, accounting off; `env` points clients at it.
+    """One node (this host, declared with `cpus` CPUs), one default partition `debug`, accounting off; `env` points
+    clients at it.
+
+    The node declares more CPUs than the machine has (SlurmdParameters=config_overrides: slurmd takes slurm.conf's
+    word for it instead of draining the node), so that the tests' jobs, which mostly wait for SLURM, run side by
+    side: one test's sweep does not queue behind another's job that waits for its time limit.
 
     KillWait=2: a cancelled, requeued or timed-out job gets SIGKILL 2 s after SIGTERM (a job that has not started
     training yet ignores SIGTERM: submitit bypasses it). slurmctld checks time limits every 30 s (fixed)."""
 
-    def __init__(self, cpus: int = 2, memory_mb: int = 4096) -> None:
+    def __init__(self, cpus: int = 8, memory_mb: int = 8192) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="lstm_zoo_slurm_"))
         self.root.chmod(0o755)  # munged refuses a socket in a folder others cannot traverse
         self.cpus, self.memory_mb = cpus, memory_mb
@@ -91,6 +96,7 @@ KillWait=2
 InactiveLimit=0
 MinJobAge=600
 SchedulerParameters=sched_interval=2
+SlurmdParameters=config_overrides
 NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)

@@ -2,7 +2,9 @@
 pooling, pre-emption with requeue, a job killed by its time limit, and what the job logs show.
 
 Skipped where slurmctld is not installed (apt-get install -y slurm-wlm munge; .ci/run does it). `-m slurm` selects
-them; they share one cluster, so keep them on one worker (pytest-xdist: --dist loadgroup).
+them; they share one cluster, so keep them on one worker (pytest-xdist: --dist loadgroup). The scenarios overlap
+in that cluster: the time-limit scenario's first sweep, which waits a minute or two for SLURM's time limit, starts
+in the background as soon as the cluster is up and runs while the other tests do (its own test comes last).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lstm_zoo.evaluation import compare
 from tests.conftest import FAST, ROOT, write_prices_csv
 from tests.slurm_cluster import SlurmCluster, missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 QUIET_OFF = [*FAST, "trainer.enable_progress_bar=true"]  # the progress bar as configured by default: on
-# one CPU and little memory per job: two jobs at once on the test node's 2 CPUs
+# one CPU and little memory per job: the test node declares 8 (tests/slurm_cluster.py), so jobs run side by side
 SLURM = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
          "hydra.launcher.timeout_min=10"]
 
@@ -45,16 +48,43 @@ def study_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_prices_csv(tmp_path_factory.mktemp("data") / "prices.csv", start="2018-01-01")
 
 
-def train(cluster: SlurmCluster, *overrides: str, check: bool = True, background: bool = False):
-    env = {**cluster.env, "PYTHONPATH": str(ROOT)}
+def environment(cluster: SlurmCluster) -> dict[str, str]:
+    """The cluster's clients, and tests/reliability's callbacks (reliability_helpers.X) for its jobs."""
+    return {**cluster.env, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "reliability")])}
+
+
+def train(cluster: SlurmCluster, *overrides: str, background: bool = False):
+    env = environment(cluster)
     command = [sys.executable, str(ROOT / "train.py"), "-m", *overrides]
     if background:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    if check:
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:] + cluster.logs()
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:] + cluster.logs()
     return result
+
+
+# the time-limit scenario: two jobs under a 2-minute limit; the long one stalls in its second epoch (it sleeps, as
+# a job that can never end in time, without using a CPU the other tests need). slurmctld checks time limits every
+# 30 s and sends submitit's pre-timeout signal at the first check with fewer than signal_delay_s + 30 s left: the
+# jobs get it 60 to 90 s after they start, which leaves the short job a minute to end
+TIME_LIMITED = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+                "hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0", "hydra.launcher.signal_delay_s=30"]
+
+
+@pytest.fixture(scope="module")
+def time_limited(cluster: SlurmCluster, study_csv: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The time-limit scenario's first sweep, started in the background as soon as the cluster is up (the tests
+    before its own use this fixture for that): (its sweep folder, its overrides, its process, its output file)."""
+    sweep, output = tmp_path_factory.mktemp("limited") / "sweep", tmp_path_factory.mktemp("limited_output")
+    jobs = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.max_epochs=1,100000",
+            "+callbacks.stall._target_=reliability_helpers.StallAt", "+callbacks.stall.epoch=1",
+            *TIME_LIMITED, f"hydra.sweep.dir={sweep}"]
+    with open(output / "first.out", "w") as shown:  # a file: nobody reads a pipe while the other tests run
+        first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *jobs], cwd=ROOT,
+                                 env=environment(cluster), stdout=shown, stderr=subprocess.STDOUT, text=True)
+    yield sweep, jobs, first, output / "first.out"
+    first.kill()  # if its test did not wait for it; the cluster's teardown cancels its jobs
 
 
 def job_logs(sweep: Path) -> list[str]:
@@ -62,33 +92,33 @@ def job_logs(sweep: Path) -> list[str]:
 
 
 def walk_forward(csv: Path) -> list[str]:
-    return ["backtest=walk_forward", "backtest.n_folds=2", "backtest.fold=range(2)", "model=vanilla,gru",
+    """Two folds of one model: the sweep's two jobs differ, and pooling has folds to pool."""
+    return ["backtest=walk_forward", "backtest.n_folds=2", "backtest.fold=range(2)", "model=vanilla",
             "data=csv", f"data.path={csv}", *QUIET_OFF, "model.num_layers=1"]
 
 
+@pytest.mark.usefixtures("time_limited")
 def test_walk_forward_sweep_on_slurm_pools_exactly_as_a_local_sweep(cluster, study_csv, tmp_path):
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     result = train(cluster, *walk_forward(study_csv), *SLURM, f"hydra.sweep.dir={on_slurm}")
     shown = result.stdout + result.stderr  # accounting is off: job states come from squeue, said once
     assert "Bypassing sacct error" not in shown and shown.count("job states come from squeue") == 1, shown
     train(cluster, *walk_forward(study_csv), f"hydra.sweep.dir={local}")  # the basic launcher, in this process
-    for sweep in (on_slurm, local):
-        report = subprocess.run([sys.executable, "scripts/compare.py", str(sweep), "--reps", "100"], cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                                timeout=300)
-        assert report.returncode == 0, report.stderr[-3000:]
+    for sweep in (on_slurm, local):  # scripts/compare.py's main, in this process
+        compare.main([str(sweep), "--reps", "100"])
     pooled = [pd.read_csv(sweep / "pooled.csv").set_index("config").sort_index() for sweep in (on_slurm, local)]
-    assert list(pooled[0].index) == ["gru", "persistence", "vanilla"] and pooled[0].loc["gru", "folds"] == 2
+    assert list(pooled[0].index) == ["persistence", "vanilla"] and pooled[0].loc["vanilla", "folds"] == 2
     pd.testing.assert_frame_equal(*pooled)
 
     logs = job_logs(on_slurm)
-    assert len(logs) == 4
+    assert len(logs) == 2
     for text in logs:  # what a user reads in each job's SLURM log: one line per epoch and the final table
         assert len(re.findall(r"epoch 1/1, train/loss [\d.]+, val/loss [\d.]+", text)) == 1, text[-2000:]
         assert "Test period, in price units:" in text
         assert "\r" not in text and "it/s]" not in text  # no progress bar
 
 
+@pytest.mark.usefixtures("time_limited")
 def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(cluster, study_csv, tmp_path):
     job = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.limit_train_batches=null",
            "trainer.max_epochs=6"]
@@ -119,24 +149,16 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
         {k: v for k, v in expected.items() if k.startswith("test/")}
 
 
-def test_a_job_killed_by_its_time_limit_is_recorded_and_a_rerun_runs_only_what_is_missing(cluster, study_csv,
-                                                                                          tmp_path):
-    sweep = tmp_path / "limited"
-    jobs = ["model=vanilla", "data=csv", f"data.path={study_csv}", *FAST, "trainer.limit_train_batches=null",
-            "trainer.max_epochs=1,100000", f"hydra.sweep.dir={sweep}"]  # the long job can never end in time
-    # slurmctld checks time limits every 30 s and sends submitit's pre-timeout signal at the first check with fewer
-    # than signal_delay_s + 30 s left: with a 2-minute limit the jobs get it 60 to 90 s after they start, which
-    # leaves the short job a minute to end
-    limited = ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-               "hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0", "hydra.launcher.signal_delay_s=30"]
-    first = train(cluster, *jobs, *limited, check=False)
-    assert first.returncode == 1, (first.stdout + first.stderr)[-4000:]
+def test_a_job_killed_by_its_time_limit_is_recorded_and_a_rerun_runs_only_what_is_missing(cluster, time_limited):
+    sweep, jobs, first, output = time_limited  # started with the cluster: by now it is about done
+    first.wait(timeout=600)
+    assert first.returncode == 1, output.read_text()[-4000:]
     records = sorted((json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")), key=lambda r: r["status"])
     assert [r["status"] for r in records] == ["completed", "failed"], records
     assert re.search("TIMEOUT|timed-out", records[1]["error"]), records[1]  # the reason, in the job's record
     first_jobs = {p.parent.name for p in sweep.glob(".submitit/*/*_log.out")}
 
-    second = train(cluster, *jobs, *limited, background=True)  # the same command: only the failed job is submitted
+    second = train(cluster, *jobs, background=True)  # the same command: only the failed job is submitted
     try:
         deadline = time.monotonic() + 300
         while not (resumed := [log.parent.name for log in sweep.glob(".submitit/*/*_log.out") if log.parent.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +27,18 @@ class SignalAfterEpoch(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.epoch + 1:
             os.kill(os.getpid(), self.signum)
+
+
+class StallAt(L.Callback):
+    """Stops making progress as epoch `epoch` starts (epoch `epoch - 1`'s last.ckpt is on disk by then), as a job
+    that can never end in time: it sleeps until a signal ends it, leaving the CPU to others."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        while trainer.current_epoch == self.epoch:  # for ever
+            time.sleep(60)
 
 
 class RaiseOnRank(L.Callback):

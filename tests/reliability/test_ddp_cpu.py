@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_prices_csv
-from reliability_helpers import TINY
+from conftest import FAST, write_prices_csv
 
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.evaluation.metrics import mae, rmse
-from tests.helpers import cli, read_metrics
+from tests.helpers import cli, fast, read_metrics
 
+# two processes, two epochs; the runs are FAST / fast(model): 4 training batches an epoch per process, 1 layer of 8
 DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.max_epochs=2"]
 
 
@@ -23,7 +23,7 @@ DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.m
 @pytest.mark.parametrize("model", ["stacked", "min_lstm", "slstm"])  # nn.LSTM, and custom autograd functions
 def test_ddp_run_writes_one_folder_and_tests_the_whole_test_set(tmp_path: Path, model: str) -> None:
     csv = write_prices_csv(tmp_path / "p.csv")
-    result = cli("train.py", [*DDP, f"model={model}", "data=csv", f"data.path={csv}", *TINY], tmp_path, timeout=300)
+    result = cli("train.py", [*DDP, *fast(model), "data=csv", f"data.path={csv}"], tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     runs = list((tmp_path / "outputs" / "runs").iterdir())
     assert len(runs) == 1, runs  # rank 1 ran inside rank 0's folder, not a second one
@@ -52,7 +52,7 @@ def test_ddp_run_writes_one_folder_and_tests_the_whole_test_set(tmp_path: Path, 
 @pytest.mark.slow
 def test_ddp_run_ends_when_one_rank_fails(tmp_path: Path) -> None:
     csv = write_prices_csv(tmp_path / "p.csv")
-    result = cli("train.py", [*DDP, "data=csv", f"data.path={csv}", *TINY, f"hydra.run.dir={tmp_path / 'run'}",
+    result = cli("train.py", [*DDP, "data=csv", f"data.path={csv}", *FAST, f"hydra.run.dir={tmp_path / 'run'}",
                         "+callbacks.fail._target_=reliability_helpers.RaiseOnRank"], tmp_path, timeout=300)
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stdout
@@ -62,7 +62,7 @@ def test_ddp_run_ends_when_one_rank_fails(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ddp_in_a_multirun_is_refused_clearly(tmp_path: Path) -> None:
     csv = write_prices_csv(tmp_path / "p.csv")
-    result = cli("train.py", ["-m", *DDP, "data=csv", f"data.path={csv}", *TINY, "seed=1,2",
+    result = cli("train.py", ["-m", *DDP, "data=csv", f"data.path={csv}", *FAST, "seed=1,2",
                         f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, timeout=300)
     assert result.returncode == 1
     assert result.stdout.count("[ERROR] - ConfigError: trainer=ddp cannot run inside a multirun") == 2
@@ -73,7 +73,7 @@ def test_ddp_in_a_multirun_is_refused_clearly(tmp_path: Path) -> None:
 def test_ddp_spawn_works_in_a_multirun(tmp_path: Path) -> None:
     csv = write_prices_csv(tmp_path / "p.csv")
     result = cli("train.py", ["-m", *DDP, "trainer.max_epochs=1", "trainer.strategy.start_method=spawn", "data=csv",
-                        f"data.path={csv}", *TINY, "seed=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                        f"data.path={csv}", *FAST, "seed=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
                         "hydra.sweep.subdir=${hydra.job.num}"], tmp_path,
                        timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
