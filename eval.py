@@ -4,11 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from lstm_zoo.errors import exit_on_user_error
-from lstm_zoo.pipeline import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
+    from lstm_zoo.pipeline import evaluate  # Lightning and torch load here, not for --help
+
     return exit_on_user_error(evaluate, cfg).get("test/rmse")
 
 

@@ -4,11 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from lstm_zoo.errors import exit_on_user_error
-from lstm_zoo.forecasting import predict
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    from lstm_zoo.forecasting import predict  # Lightning and torch load here, not for --help
+
     exit_on_user_error(predict, cfg)
 
 

@@ -6,13 +6,14 @@ import hydra
 from omegaconf import DictConfig
 
 from lstm_zoo.errors import exit_on_user_error
-from lstm_zoo.pipeline import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Returns validation RMSE, the value a sweeper (e.g. optuna) minimizes: always finite, or the job fails.
     None for a run without a validation set (data.val_fraction=0)."""
+    from lstm_zoo.pipeline import run  # Lightning and torch load here: not for --help, nor in a sweep's parent process
+
     metrics = exit_on_user_error(run, cfg)  # bad data/config/divergence: one line, no traceback, exit 1
     if cfg.data.val_fraction == 0:
         return None

@@ -1,5 +1,5 @@
 """Checkpoints: which file a path means, loading one safely (weights-only), resuming from one, and the model and
-data a trained checkpoint holds. Written atomically by `lstm_zoo.records.AtomicCheckpointIO`."""
+data a trained checkpoint holds; `AtomicCheckpointIO` writes them (conf/trainer/cpu.yaml's plugin)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,20 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import get_class
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_zoo.data import StockDataModule
 from lstm_zoo.data.splits import WalkForward
 from lstm_zoo.errors import CheckpointError, ConfigError
 from lstm_zoo.models import Forecaster
+from lstm_zoo.records import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +227,21 @@ def data_for_checkpoint(data: DictConfig | None, data_state: dict, ckpt: str = "
     datamodule.load_state_dict(data_state)  # before setup: the training scaler, not one refit on these data
     datamodule.trained_until = data_state.get("last_trained_window")  # None: not recorded (older checkpoints)
     return datamodule
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: a kill at any instant leaves the previous checkpoint intact.
+
+    Lightning 2.6 saves through an fsspec transaction that writes to the system temp folder and then moves the file;
+    when that folder is on another file system (a tmpfs /tmp, node-local scratch), the move is a copy into the
+    checkpoint in place, and a kill during it leaves a torn `last.ckpt` (and a checkpoint-sized file in /tmp).
+    Remote paths (s3://, ...) keep Lightning's own save.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            torch.save(checkpoint, f)

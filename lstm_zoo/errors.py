@@ -11,11 +11,13 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from lstm_zoo.data import DataError
 from lstm_zoo.records import remove_empty_run_folder
+
+
+class DataError(ValueError):
+    """A problem with the input data or the data config, worded for the user."""
 
 
 class ConfigError(ValueError):
@@ -28,12 +30,20 @@ class CheckpointError(ValueError):
 
 T = TypeVar("T")
 # errors whose message is the whole story: entry points print one line for them instead of a traceback
-USER_ERRORS = (DataError, ConfigError, CheckpointError, FloatingPointError, MisconfigurationException)
+USER_ERRORS = (DataError, ConfigError, CheckpointError, FloatingPointError)
 
 
 def user_error(err: BaseException | None) -> BaseException | None:
-    """The user-facing error behind `err`, also when Hydra's instantiate wrapped it in an InstantiationException."""
-    while err is not None and not isinstance(err, USER_ERRORS):
+    """The user-facing error behind `err`, also when Hydra's instantiate wrapped it in an InstantiationException.
+
+    Lightning's MisconfigurationException is one too. Only Lightning raises it, so it is looked up once Lightning is
+    loaded: importing Lightning for it would cost every entry point seconds, also for `--help`.
+    """
+    kinds: tuple[type[BaseException], ...] = USER_ERRORS
+    if "lightning" in sys.modules:
+        from lightning.pytorch.utilities.exceptions import MisconfigurationException
+        kinds = (*kinds, MisconfigurationException)
+    while err is not None and not isinstance(err, kinds):
         err = err.__cause__
     return err
 

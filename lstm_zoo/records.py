@@ -1,6 +1,7 @@
 """What a run leaves on disk, complete or absent, and its record: who runs it, and whether it still lives.
 
-- `atomic_file`, `write_json` and `AtomicCheckpointIO` write files that are complete or absent, never torn.
+- `atomic_file` and `write_json` write files that are complete or absent, never torn (checkpoints too:
+  `lstm_zoo.checkpoints.AtomicCheckpointIO`).
 - `RunRecord` keeps `metrics.json` honest: `running` with the process id, host and a heartbeat every 30 s, then
   `completed`, `failed` or `interrupted`; `effective_status` tells a `running` record whose process died without
   a word (SIGKILL, out-of-memory killer, pre-emption) as interrupted.
@@ -23,12 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from typing import IO, Any
-
-import lightning
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from typing import IO
 
 import lstm_zoo
 
@@ -56,24 +52,6 @@ def write_json(path: Path, payload: dict) -> None:
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in payload.items()}
     with atomic_file(path) as f:
         f.write((json.dumps(clean, indent=2, default=str) + "\n").encode())
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic: a kill at any instant leaves the previous checkpoint intact.
-
-    Lightning 2.6 saves through an fsspec transaction that writes to the system temp folder and then moves the file;
-    when that folder is on another file system (a tmpfs /tmp, node-local scratch), the move is a copy into the
-    checkpoint in place, and a kill during it leaves a torn `last.ckpt` (and a checkpoint-sized file in /tmp).
-    Remote paths (s3://, ...) keep Lightning's own save.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as f:
-            torch.save(checkpoint, f)
 
 
 def git(root: Path, *args: str) -> str | None:
@@ -108,6 +86,9 @@ def code_version() -> dict:
     `id` is what the leaderboard compares ("the same code"): the commit and the diff hash (the package version
     outside a git checkout), torch's and lightning's versions.
     """
+    import lightning  # here, not at the top: sweeps and scripts/compare.py read records without loading Lightning
+    import torch
+
     commit, dirty, diff_hash = checkout(Path(lstm_zoo.__file__).resolve().parents[1])
     source = f"lstm_zoo {lstm_zoo.__version__}"
     if commit:
@@ -261,3 +242,11 @@ def record_failure(folder: Path, error: str) -> None:
     if record.get("status") in (None, "running"):
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "metrics.json", {**record, "status": "failed", "error": error})
+
+
+def __getattr__(name: str) -> object:
+    """`lstm_zoo.records.AtomicCheckpointIO`, its former place, still names it: run folders' recorded configs do."""
+    if name == "AtomicCheckpointIO":
+        from lstm_zoo.checkpoints import AtomicCheckpointIO
+        return AtomicCheckpointIO
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,7 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lstm_zoo.data import DataError  # noqa: E402
+from lstm_zoo.errors import DataError  # noqa: E402
 from lstm_zoo.evaluation.sweep import read_sweep  # noqa: E402
 from lstm_zoo.timing import PARTS  # noqa: E402
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstm_zoo.errors import DataError
+
 EMBEDDED = "bokeh_sampledata {} (2000-03-01 to 2013-03-01)"  # {}: IBM, or "stocks" for several
 EMBEDDED_TICKERS = ("AAPL", "FB", "GOOG", "IBM", "MSFT")
 TICKER_COLUMNS = ("Name", "Ticker", "Symbol")
@@ -24,10 +26,6 @@ DERIVED: dict[str, tuple[tuple[str, ...], Callable[[pd.DataFrame], pd.Series]]] 
     "log_volume": (("Volume",), lambda f: np.log1p(f["Volume"])),
     "return": (("Close",), lambda f: np.log(f["Close"]).diff()),  # daily log return of the close
 }
-
-
-class DataError(ValueError):
-    """A problem with the input data or the data config, worded for the user."""
 
 
 def add_derived_features(frame: pd.DataFrame, names: list[str], source: str = "data") -> pd.DataFrame:

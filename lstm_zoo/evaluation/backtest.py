@@ -40,7 +40,6 @@ from lstm_zoo.evaluation.leaderboard import markdown, pm  # noqa: E402
 from lstm_zoo.evaluation.metrics import METRICS, format_pvalue, score, step_columns  # noqa: E402
 from lstm_zoo.evaluation.pooling import is_single_split, pooled_dm, pooled_metrics, seed_mean_losses  # noqa: E402
 from lstm_zoo.evaluation.sweep import code_versions, group_label, read_forecasts, read_sweep, sweep_keys  # noqa: E402
-from lstm_zoo.models.fitted import FittedForecaster  # noqa: E402
 from lstm_zoo.records import write_json  # noqa: E402
 
 POOLED = [m for m in METRICS if m.pooled and m.over_seeds == "mean"]  # scale-free: pooled over tickers
@@ -50,6 +49,8 @@ PER_TICKER = [m for m in METRICS if m.over_seeds == "mean"]  # in the ticker's p
 def fitted_configurations(runs: pd.DataFrame, by: list[str]) -> set[str]:
     """Labels of the configurations whose completed runs all train a model fit without gradient descent: a
     subclass of `FittedForecaster` (drift, mean, linear, arima, ets) as the run config's `model._target_`."""
+    from lstm_zoo.models.fitted import FittedForecaster  # loads Lightning: compare.py on other sweeps does not
+
     def fitted(target: object) -> bool:
         return isinstance(target, str) and issubclass(get_class(target), FittedForecaster)
 

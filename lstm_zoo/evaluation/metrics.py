@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 from statsmodels.stats.sandwich_covariance import S_hac_simple
-from torch import Tensor
+
+if TYPE_CHECKING:  # scripts/compare.py scores without torch
+    from torch import Tensor
 
 
 def persistence_forecast(last: Tensor, horizon: int) -> Tensor:
