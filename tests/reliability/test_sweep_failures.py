@@ -28,14 +28,15 @@ def csv_args(tmp_path: Path) -> list[str]:
 
 def test_main_never_returns_nan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """optuna 2.10 crashes the whole study on a NaN objective; main raises instead, which fails one trial."""
+    import lstm_zoo.pipeline  # train.main imports its run from here when it runs
     import train
 
     cfg = compose_train([], tmp_path)
     for metrics in ({"val/rmse": math.nan}, {"val/rmse": math.inf}, {}):
-        monkeypatch.setattr(train, "run", lambda cfg, metrics=metrics: metrics)
+        monkeypatch.setattr(lstm_zoo.pipeline, "run", lambda cfg, metrics=metrics: metrics)
         with pytest.raises(FloatingPointError, match="nothing to optimize"):
             train.main.__wrapped__(cfg)
-    monkeypatch.setattr(train, "run", lambda cfg: {"val/rmse": 1.5})
+    monkeypatch.setattr(lstm_zoo.pipeline, "run", lambda cfg: {"val/rmse": 1.5})
     assert train.main.__wrapped__(cfg) == 1.5
 
 
