@@ -156,6 +156,53 @@ def cli(script: str, args: Sequence[str] = (), cwd: Path = ROOT, timeout: float 
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
+def run_main(script: str, args: Sequence[str] = (), cwd: Path = ROOT, env: dict | None = None,
+             check: bool = False) -> subprocess.CompletedProcess:
+    """`python <script> <args>` run inside this test process: the same Hydra main, command line, config composition,
+    run folder, log lines and exit status as `cli`, without a new interpreter importing torch and Lightning (about
+    8 s of CPU per process). For tests of what a command does, not of the process itself: signals, kills, DDP,
+    joblib workers, timeouts, concurrent runs and import side effects need `cli`."""
+    import contextlib
+    import io
+    import logging
+    import runpy
+
+    root = logging.getLogger()
+    handlers, level, argv, old_cwd = root.handlers[:], root.level, sys.argv, os.getcwd()
+    patched = {"HYDRA_FULL_ERROR": "0", **(env or {})}
+    saved = {key: os.environ.get(key) for key in patched}
+    out, code = io.StringIO(), 0
+    try:
+        os.environ.update(patched)
+        os.chdir(cwd)
+        sys.argv = [str(ROOT / script), *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = argv
+        os.chdir(old_cwd)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for handler in root.handlers[:]:  # Hydra's job logging bound its handlers to `out` and the run's log file
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+    text = out.getvalue()
+    if check:
+        assert code == 0, f"{script} {list(args)} exited {code}:\n{text[-8000:]}"
+    return subprocess.CompletedProcess([script, *args], code, text, "")
+
+
 def read_metrics(run_dir: Path) -> dict:
     """A run folder's metrics.json."""
     return json.loads((Path(run_dir) / "metrics.json").read_text())

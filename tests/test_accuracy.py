@@ -20,7 +20,7 @@ from lstm_zoo.evaluation.ensemble import ensemble_predictions
 from lstm_zoo.evaluation.metrics import diebold_mariano, directional_accuracy, format_pvalue, score
 from lstm_zoo.evaluation.predictions import predictions_frame
 from lstm_zoo.models import Forecaster
-from tests.helpers import FAST, ROOT, cli, compose_train
+from tests.helpers import FAST, ROOT, compose_train, run_main
 
 TRANSFORMS = ["level", "diff", "log_return"]
 ALL_DERIVED = ["range", "gap", "log_volume", "return"]
@@ -321,7 +321,7 @@ def test_beat_persistence_sweep_reports_skill_and_diebold_mariano(tmp_path: Path
     overrides = ["experiment=beat_persistence", "data=csv", f"data.path={prices_csv}", "model=gru", "seed=0,1",
                  "data.target_transform=diff", "data.features=[High,range,gap]", *FAST, "model.num_layers=1",
                  "callbacks.early_stopping.patience=1", f"hydra.sweep.dir={sweep}"]
-    cli("train.py", ["-m", *overrides], check=True)
+    run_main("train.py", ["-m", *overrides], check=True)
     runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert len(runs) == 2
     for run in runs:
@@ -331,6 +331,6 @@ def test_beat_persistence_sweep_reports_skill_and_diebold_mariano(tmp_path: Path
             assert math.isfinite(metrics[key])
         assert metrics["test/skill"] == pytest.approx(1 - metrics["test/rmse"] / metrics["test/persistence_rmse"],
                                                       abs=1e-5)
-    cli("scripts/compare.py", [str(sweep)], check=True)
+    run_main("scripts/compare.py", [str(sweep)], check=True)
     ensembles = pd.read_csv(sweep / "leaderboard_ensembles.csv", index_col="model")
     assert ensembles.loc["gru", "runs"] == 2  # one configuration, its two seeds averaged

@@ -12,7 +12,7 @@ import pytest
 import statsmodels.api as sm
 import torch
 from arch.bootstrap import SPA, StationaryBootstrap
-from conftest import CONF, FAST, cli, fitted_models, sweep_jobs, trained_models, write_tickers_csv
+from conftest import CONF, FAST, fitted_models, sweep_jobs, trained_models, write_tickers_csv
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -29,6 +29,7 @@ from lstm_zoo.evaluation.headline import headline
 from lstm_zoo.evaluation.leaderboard import pm
 from lstm_zoo.evaluation.metrics import diebold_mariano, newey_west_lags, score
 from lstm_zoo.evaluation.pooling import daily_losses, pool_folds, pooled_dm, pooled_metrics, relative_losses
+from tests.helpers import run_main
 
 QUICK = Bootstrap(block_size=10, reps=300, seed=0)
 
@@ -344,10 +345,10 @@ def test_a_walk_forward_sweep_and_its_comparison(tmp_path: Path) -> None:
     """The issue's command on a two-ticker file: 3 folds x 2 models, then compare.py's tables and statistics."""
     csv = write_tickers_csv(tmp_path / "all_stocks.csv", start="2016-01-01")
     sweep = tmp_path / "sweep"
-    cli("train.py", ["-m", "backtest=walk_forward", "backtest.n_folds=3", "backtest.fold=range(3)", "model=vanilla,gru",
-                     "data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]", *FAST, "model.num_layers=1",
-                     f"hydra.sweep.dir={sweep}"], timeout=600, check=True)
-    report = cli("scripts/compare.py", [str(sweep), "--reps", "200"], check=True)
+    run_main("train.py", ["-m", "backtest=walk_forward", "backtest.n_folds=3", "backtest.fold=range(3)",
+                          "model=vanilla,gru", "data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]", *FAST,
+                          "model.num_layers=1", f"hydra.sweep.dir={sweep}"], check=True)
+    report = run_main("scripts/compare.py", [str(sweep), "--reps", "200"], check=True)
     for heading in ("## Pooled over folds and tickers", "## Skill per fold", "## Per ticker", "at 10% (90% "
                     "confidence)", "at 25% (75% confidence)", "over the 2 configuration(s) tried: p = "):
         assert heading in report.stdout, heading

@@ -15,7 +15,6 @@ import yaml
 from conftest import (
     CONF,
     MODELS,
-    cli,
     compose_train,
     fitted_models,
     read_metrics,
@@ -32,6 +31,7 @@ from lstm_zoo.data import StockDataModule
 from lstm_zoo.errors import CheckpointError
 from lstm_zoo.evaluation.leaderboard import compare
 from lstm_zoo.pipeline import evaluate, run
+from tests.helpers import run_main
 
 CELLS = ["stacked", "gru", "min_gru", "min_lstm", "slstm"]  # experiment=lstm_vs_gru: one shape, five cells
 
@@ -238,9 +238,10 @@ def test_joblib_sweep_then_leaderboard_lists_seeds_and_failed_runs(real_sweep: P
 @pytest.mark.slow
 def test_optuna_search_records_the_best_trial(prices_csv: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "optuna"
-    cli("train.py", ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "data=csv", f"data.path={prices_csv}",
-                     "debug=fast", "data.window=10", "model.hidden_size=8",  # fixed on the command line
-                     f"hydra.sweep.dir={sweep}"], check=True, timeout=600)
+    run_main("train.py", ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "data=csv",
+                          f"data.path={prices_csv}", "debug=fast", "data.window=10",
+                          "model.hidden_size=8",  # fixed on the command line
+                          f"hydra.sweep.dir={sweep}"], check=True)
     trials = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
     assert len(trials) == 2 and all(t["status"] == "completed" for t in trials)
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

@@ -10,7 +10,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lstm_zoo.naming import job_folder_name
-from tests.helpers import FAST, cli
+from tests.helpers import FAST, run_main
 
 
 @pytest.mark.parametrize("overrides, folder", [
@@ -38,29 +38,30 @@ def test_a_path_copied_from_a_real_sweep_works_in_eval_predict_export_and_resume
     run = os.path.relpath(real_sweep / jobs[1], tmp_path)  # relative, as a user copies it from `ls`
     data = ["data=csv", f"data.path={session_csv}"]
 
-    cli("eval.py", [f"ckpt_path={run}/checkpoints/last.ckpt", *data, "hydra.run.dir=eval"], cwd=tmp_path, check=True)
+    run_main("eval.py", [f"ckpt_path={run}/checkpoints/last.ckpt", *data, "hydra.run.dir=eval"], cwd=tmp_path,
+             check=True)
     scored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     trained = json.loads((tmp_path / run / "metrics.json").read_text())
     assert scored["status"] == "completed" and scored["test/rmse"] == pytest.approx(trained["test/rmse"], rel=1e-6)
 
-    out = cli("predict.py", [f"ckpt_path={run}", *data, "hydra.run.dir=predict"], cwd=tmp_path, check=True).stdout
+    out = run_main("predict.py", [f"ckpt_path={run}", *data, "hydra.run.dir=predict"], cwd=tmp_path, check=True).stdout
     forecast = pd.read_csv(tmp_path / "predict" / "forecast.csv")
     assert forecast["date"].tolist() == ["2023-01-03", "2023-01-04"]  # XNYS: 2023-01-02 was a holiday
     assert "split-conformal from" in out and "lower_80" in out
 
     for fmt, file in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
-        cli("export.py", [f"ckpt_path={run}/checkpoints/last.ckpt", f"format={fmt}", f"hydra.run.dir=export_{fmt}"],
-            cwd=tmp_path, check=True)
+        run_main("export.py", [f"ckpt_path={run}/checkpoints/last.ckpt", f"format={fmt}",
+                               f"hydra.run.dir=export_{fmt}"], cwd=tmp_path, check=True)
         assert (tmp_path / f"export_{fmt}" / file).stat().st_size > 0
         assert json.loads((tmp_path / f"export_{fmt}" / "model.json").read_text())["parity_max_abs_diff"] < 1e-5
 
     same = ["model=vanilla", *data, *FAST, "data.features=[High,Low]", "data.horizon=2"]
     # a checkpoint file: continue from its weights under this configuration
-    cli("train.py", [f"ckpt_path={run}/checkpoints/last.ckpt", *same, "trainer.max_epochs=2", "hydra.run.dir=resumed"],
-        cwd=tmp_path, check=True)
+    run_main("train.py", [f"ckpt_path={run}/checkpoints/last.ckpt", *same, "trainer.max_epochs=2",
+                          "hydra.run.dir=resumed"], cwd=tmp_path, check=True)
     resumed = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert resumed["status"] == "completed" and resumed["epochs"] == 2
-    cli("train.py", [f"ckpt_path={run}", *same, "seed=2", "hydra.run.dir=again"], cwd=tmp_path,
+    run_main("train.py", [f"ckpt_path={run}", *same, "seed=2", "hydra.run.dir=again"], cwd=tmp_path,
         check=True)  # the run folder
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["status"] == "completed" and again["test/rmse"] == trained["test/rmse"]  # its recorded results
@@ -83,9 +84,9 @@ def test_only_a_folder_holding_nothing_but_hydras_files_is_removed(tmp_path):
 @pytest.mark.slow
 def test_a_command_that_fails_before_writing_anything_leaves_no_folder(tmp_path):
     for script, args in (("predict.py", [f"ckpt_path={tmp_path / 'nope'}"]), ("export.py", ["format=tflite"])):
-        result = cli(script, args, cwd=tmp_path)
+        result = run_main(script, args, cwd=tmp_path)
         assert result.returncode == 1 and "Error: " in result.stdout, result.stdout[-3000:]
         assert not list((tmp_path / "outputs").rglob("*.log")), script  # its timestamped folder is gone
-    result = cli("train.py", ["model.dropout=2"], cwd=tmp_path)
+    result = run_main("train.py", ["model.dropout=2"], cwd=tmp_path)
     (run,) = (tmp_path / "outputs" / "runs").iterdir()  # a training run keeps its folder, with the record of why
     assert result.returncode == 1 and json.loads((run / "metrics.json").read_text())["status"] == "failed"

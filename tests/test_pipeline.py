@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CONF, FAST, cli, compose_train
+from conftest import CONF, FAST, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -23,6 +23,7 @@ from lstm_zoo.build import DropLightningNoise
 from lstm_zoo.evaluation.report import experiment_hparams
 from lstm_zoo.models import RNNForecaster
 from lstm_zoo.pipeline import run
+from tests.helpers import run_main
 
 
 def tensorboard_tags(log_dir) -> set[str]:
@@ -164,7 +165,7 @@ def test_persistence_is_scored_on_the_same_days_as_the_model(fast_cfg, tmp_path)
 
 @pytest.mark.slow
 def test_train_py_prints_the_model_beside_persistence(prices_csv, tmp_path):
-    result = cli("train.py", ["data=csv", f"data.path={prices_csv}", *FAST, f"hydra.run.dir={tmp_path}/single"])
+    result = run_main("train.py", ["data=csv", f"data.path={prices_csv}", *FAST, f"hydra.run.dir={tmp_path}/single"])
     assert result.returncode == 0, result.stdout[-3000:]
     assert "persistence" in result.stdout and "RMSE" in result.stdout
     assert (tmp_path / "single" / ".hydra" / "config.yaml").exists()

@@ -12,7 +12,7 @@ from reliability_helpers import TINY
 
 from lstm_zoo.errors import ConfigError
 from lstm_zoo.pipeline import run
-from tests.helpers import cli, read_metrics
+from tests.helpers import read_metrics, run_main
 
 
 @pytest.mark.parametrize(("group", "options"), [("model", "gru stacked vanilla"), ("data", "csv ibm"),
@@ -92,14 +92,14 @@ def test_gpu_trainer_without_cuda_is_one_sentence(fast_cfg, monkeypatch) -> None
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cli_prints_one_line_not_a_traceback(tmp_path: Path) -> None:
     """A user error reaches the terminal as one log line and exit status 1, for config and data alike."""
-    result = cli("train.py", ["trainer=gpu", f"hydra.run.dir={tmp_path / 'gpu'}"], tmp_path)
+    result = run_main("train.py", ["trainer=gpu", f"hydra.run.dir={tmp_path / 'gpu'}"], tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stdout and "Error executing job" not in result.stdout
     errors = [line for line in result.stdout.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and "needs a CUDA GPU" in errors[0]
 
     missing = tmp_path / "missing.csv"
-    result = cli("train.py", ["data=csv", f"data.path={missing}", *TINY, f"hydra.run.dir={tmp_path / 'data'}"],
+    result = run_main("train.py", ["data=csv", f"data.path={missing}", *TINY, f"hydra.run.dir={tmp_path / 'data'}"],
                  tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stdout
     assert f"DataError: data.path: no such file: {missing}" in result.stdout

@@ -14,7 +14,7 @@ from reliability_helpers import TINY
 from lstm_zoo.checkpoints import load_checkpoint
 from lstm_zoo.errors import CheckpointError
 from lstm_zoo.pipeline import run
-from tests.helpers import cli, read_metrics
+from tests.helpers import read_metrics, run_main
 
 
 class Exploit:
@@ -85,7 +85,7 @@ def test_corrupt_archive_member_names_the_file(trained_run: Path, tmp_path: Path
 def test_a_run_writes_only_inside_outputs(tmp_path: Path) -> None:
     csv = write_prices_csv(tmp_path / "p.csv")
     before = {p for p in tmp_path.rglob("*")}
-    result = cli("train.py", ["data=csv", f"data.path={csv}", *TINY, "trainer.max_epochs=1"], tmp_path)
+    result = run_main("train.py", ["data=csv", f"data.path={csv}", *TINY, "trainer.max_epochs=1"], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     created = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")} - {p.relative_to(tmp_path) for p in before}
     assert created and all(p.parts[0] == "outputs" for p in created), sorted(map(str, created))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import FAST, write_prices_csv
 
-from tests.helpers import cli, read_metrics
+from tests.helpers import read_metrics, run_main
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, csv_args: list[st
     """lr x horizon: job 0 diverges (inf loss), jobs 1 and 3 have horizon 0, job 2 is fine: all four run."""
     sweep = ["-m", *csv_args, "model.optimizer.lr=1e30,1e-3", "data.horizon=1,0", "trainer.max_epochs=1",
              f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    result = cli("train.py", sweep, tmp_path)
+    result = run_main("train.py", sweep, tmp_path)
     assert result.returncode == 1, result.stdout[-3000:]  # the sweep reports that something failed
     jobs = [read_metrics(d) for d in job_dirs(tmp_path / "sweep")]
     assert [j["status"] for j in jobs] == ["failed", "failed", "completed", "failed"]
@@ -39,7 +39,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path: Path, csv_args: list[st
 
     # the same command again: the completed job returns its recorded results, the failed ones fail again
     records = [(d / "metrics.json").read_text() for d in job_dirs(tmp_path / "sweep")]
-    again = cli("train.py", sweep, tmp_path)
+    again = run_main("train.py", sweep, tmp_path)
     assert again.returncode == 1 and again.stdout.count("holds a completed run of this configuration") == 1
     assert [read_metrics(d)["status"] for d in job_dirs(tmp_path / "sweep")] == ["failed", "failed", "completed",
                                                                                  "failed"]
@@ -57,7 +57,7 @@ def test_optuna_search_survives_a_diverging_trial(tmp_path: Path, csv_args: list
         "hydra": {"sweeper": {"n_trials": 3, "max_failure_rate": 1.0,  # the rate is per batch of n_jobs trials
                               "sampler": {"seed": 0}, "params": {"model.optimizer.lr": "choice(1e30, 0.001)"}}}}))
     (search / "tiny.yaml").write_text("# @package _global_\n" + (search / "tiny.yaml").read_text())
-    result = cli("train.py", ["-m", "--config-dir", str(tmp_path / "conf"), "hparams_search=tiny", *csv_args,
+    result = run_main("train.py", ["-m", "--config-dir", str(tmp_path / "conf"), "hparams_search=tiny", *csv_args,
                         "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
