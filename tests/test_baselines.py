@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +32,8 @@ from lstm_zoo.models import (
 )
 from lstm_zoo.models.baselines import FitError
 from lstm_zoo.pipeline import evaluate, run
-from tests.conftest import CONF, FAST, ROOT, compose_entry, compose_train, fitted_models, write_tickers_csv
+from tests.conftest import CONF, FAST, compose_entry, compose_train, fitted_models, write_tickers_csv
+from tests.helpers import run_main
 
 # every model fit in closed form, by its conf/model name: a baseline added there is tested here by itself
 FITTED = {name: get_class(OmegaConf.load(CONF / "model" / f"{name}.yaml")._target_) for name in fitted_models()}
@@ -247,13 +245,12 @@ def test_a_one_series_baseline_exports_and_a_per_ticker_one_says_why_not(tmp_pat
 def test_a_sweep_goes_on_past_an_arima_that_does_not_converge(tmp_path: Path) -> None:
     csv = write_tickers_csv(tmp_path / "stocks.csv", start="2019-01-01")
     sweep = tmp_path / "sweep"
-    done = subprocess.run([sys.executable, "train.py", "-m", "model=arima", "model.max_iterations=1,50",
-                           "model.max_p=1", "model.max_q=0", "data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]",
-                           *QUICK, f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = run_main("train.py", ["-m", "model=arima", "model.max_iterations=1,50", "model.max_p=1", "model.max_q=0",
+                                 "data=csv", f"data.path={csv}", "data.tickers=[AAA,BBB]", *QUICK,
+                                 f"hydra.sweep.dir={sweep}"])
     statuses = {}
     for path in sweep.glob("*/metrics.json"):
         failing = "model.max_iterations=1\n" in (path.parent / ".hydra" / "overrides.yaml").read_text()
         statuses[failing] = json.loads(path.read_text())["status"]
     assert statuses == {True: "failed", False: "completed"}  # the job after the failed one ran
-    assert done.returncode == 1 and "FitError: ARIMA did not converge" in done.stderr + done.stdout
+    assert done.returncode == 1 and "FitError: ARIMA did not converge" in done.stdout

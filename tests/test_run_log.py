@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST, ROOT
+from tests.helpers import FAST, run_main
 
 
 @pytest.mark.slow
 def test_train_log_holds_one_line_per_epoch_and_the_summary_table(prices_csv: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [*FAST, "trainer.max_epochs=2", "data=csv", f"data.path={prices_csv}", f"hydra.run.dir={run_dir}"]
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_main("train.py", overrides, cwd=tmp_path, check=True)
     log = (run_dir / "train.log").read_text()
     epochs = re.findall(r"epoch (\d)/2, train/loss [\d.]+, val/loss [\d.]+, [\d.]+ s", log)
     assert epochs == ["1", "2"], log

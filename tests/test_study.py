@@ -5,15 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import CONF, FAST, ROOT, compose_train, write_tickers_csv
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -21,6 +17,7 @@ from lstm_zoo.data import DataError
 from lstm_zoo.data.splits import WalkForward
 from lstm_zoo.pipeline import run
 from lstm_zoo.timing import PARTS
+from tests.helpers import CONF, FAST, ROOT, compose_train, run_main, write_tickers_csv
 
 
 @pytest.fixture
@@ -128,16 +125,14 @@ def test_a_fold_between_refits_reuses_its_refit_folds_finished_job(tickers_csv: 
 @pytest.mark.slow
 def test_the_study_command_run_twice_skips_its_completed_jobs(tickers_csv: Path, tmp_path: Path) -> None:
     """experiment=walk_forward's folder layout: 2 jobs, then the same command again. The basic launcher runs the
-    jobs in the command's own process (a job skips itself whatever the launcher; under joblib:
+    jobs in the command's own process, here the test's (a job skips itself whatever the launcher; under joblib:
     test_sweep_failures.py's killed-worker test)."""
     sweep = tmp_path / "study"
-    command = [sys.executable, "train.py", "-m", "experiment=walk_forward", "data=csv", f"data.path={tickers_csv}",
+    command = ["-m", "experiment=walk_forward", "data=csv", f"data.path={tickers_csv}",
                "data.tickers=[AAA,BBB]", "backtest.n_folds=2", "backtest.end=null", "backtest.fold=0,1",
                "model=vanilla", "model.num_layers=1", "data.target_transform=level", "seed=0", *FAST,
                "trainer.limit_train_batches=3", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert first.returncode == 0, first.stderr[-3000:]
+    run_main("train.py", command, check=True)
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["vanilla_level_seed0_fold0", "vanilla_level_seed0_fold1"]
     recorded = {job: json.loads((sweep / job / "metrics.json").read_text()) for job in jobs}
@@ -146,8 +141,7 @@ def test_the_study_command_run_twice_skips_its_completed_jobs(tickers_csv: Path,
     cost = study_cost_script().main([str(sweep), "--jobs", "2"])  # the command line narrowed the experiment's lists
     assert cost["planned_jobs"] == cost["measured_jobs"] == 2
     assert cost["measured_job_seconds"] == sum(r["timing"]["wall"] for r in recorded.values())
-    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert second.returncode == 0, second.stderr[-3000:]
+    run_main("train.py", command, check=True)
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs
     for job in jobs:  # not trained again: the record (and its timing) is the first run's
         assert json.loads((sweep / job / "metrics.json").read_text())["timing"] == recorded[job]["timing"]

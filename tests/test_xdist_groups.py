@@ -28,6 +28,8 @@ def test_each_xdist_group_runs_on_one_worker_and_the_long_groups_start_first(tmp
     (tmp_path / "test_a.py").write_text(GROUPED)
     (tmp_path / "test_b.py").write_text(GROUPED)
     (tmp_path / "test_sweep_failures.py").write_text(GROUPED.replace('@pytest.mark.xdist_group("g")\n', ""))
+    # a process by nature (xdist's workers are processes); neither the throwaway suite nor tests.xdist_groups
+    # imports torch, so it costs no Lightning import
     result = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder",
                              "-p", "tests.xdist_groups", "-p", "no:cacheprovider", "-v", "-o", "addopts="],
                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
