@@ -2,6 +2,10 @@
 
 Interrupted by SIGTERM or Ctrl-C (handlers run), or killed with SIGKILL at any instant (none does): re-running the
 same command resumes the run in its folder.
+
+The runs that are signalled or killed are new interpreters (`cli`); the runs that are not (the reference run, the
+resumed and finished ones) run in this process (`run_main`: same command line, folder, log and exit status), with
+the same numbers as in a subprocess (one torch thread in both: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from conftest import write_prices_csv
 from reliability_helpers import TINY
 
 from lstm_zoo.records import effective_status
-from tests.helpers import ROOT, cli, read_metrics
+from tests.helpers import ROOT, cli, read_metrics, run_main
 
 EPOCHS = 3
 
@@ -34,7 +38,7 @@ def args(workdir: Path, run_dir: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(workdir: Path) -> dict:
-    result = cli("train.py", args(workdir, "full"), workdir)
+    result = run_main("train.py", args(workdir, "full"), workdir)
     assert result.returncode == 0, result.stdout[-3000:]
     return read_metrics(workdir / "full")
 
@@ -55,8 +59,8 @@ def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupt
 
     # resume from its last.ckpt, into a new run folder, without the callback that stopped it: with a different
     # configuration, a checkpoint file (a run folder would be refused as another configuration's run)
-    resumed = cli("train.py", args(workdir, f"resumed_{signum}", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"),
-                        workdir)
+    resumed = run_main("train.py", args(workdir, f"resumed_{signum}",
+                                        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"), workdir)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     metrics = read_metrics(workdir / f"resumed_{signum}")
     assert metrics["status"] == "completed" and metrics["epochs"] == EPOCHS
@@ -68,10 +72,12 @@ def test_interrupted_run_resumes_to_identical_results(workdir: Path, uninterrupt
 
 
 @pytest.mark.slow
-def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Path, uninterrupted: dict) -> None:
+def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Path, uninterrupted: dict,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL (no handler runs: the out-of-memory killer, a pre-empted node) during epoch 0 before any checkpoint,
     halfway through writing epoch 1's last.ckpt, during epoch 2 and during testing; between two of them the newest
-    checkpoint is torn by hand. After each kill the very same command runs again; the last one completes."""
+    checkpoint is torn by hand. After each kill the very same command runs again; the last one completes (in this
+    process: every planned kill has happened, so its KillAt kills nothing)."""
     run_dir, marks = workdir / "killed", workdir / "marks"
     checkpoints = run_dir / "checkpoints"
     command = args(workdir, "killed", "+callbacks.kill._target_=reliability_helpers.KillAt",
@@ -98,9 +104,10 @@ def test_a_run_killed_at_any_instant_finishes_with_the_same_command(workdir: Pat
     output = again("during testing")
     assert "skipping a torn or unreadable checkpoint" in output and (checkpoints / f"{newest.name}.torn").exists()
 
-    finished = cli("train.py", command, workdir)
-    assert finished.returncode == 0, finished.stdout[-3000:]
     assert len(list(marks.iterdir())) == 4  # every planned kill happened
+    monkeypatch.setattr(torch, "save", torch.save)  # KillAt wraps torch.save in its process: this one's is restored
+    finished = run_main("train.py", command, workdir)
+    assert finished.returncode == 0, finished.stdout[-3000:]
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == EPOCHS
     for key, value in uninterrupted.items():
@@ -127,7 +134,7 @@ def test_ctrl_c_prints_the_command_that_resumes_the_run(workdir: Path, uninterru
     python, script, *again = shlex.split(line.split("Resume it with: ")[1])
     assert (python, Path(script)) == ("python", ROOT / "train.py") and again == [*command, f"hydra.run.dir={run_dir}"]
 
-    resumed = cli("train.py", again, cwd)
+    resumed = run_main("train.py", again, cwd)  # the printed command, in this process: its InterruptAt has fired
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "resuming this configuration's interrupted run (Ctrl-C (SIGINT)) from last.ckpt (epoch 1" in resumed.stdout
     assert [p.name for p in (cwd / "outputs" / "runs").iterdir()] == [run_dir.name]  # no new folder
