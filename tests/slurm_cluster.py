@@ -51,7 +51,11 @@ class SlurmCluster:
     side: one test's sweep does not queue behind another's job that waits for its time limit.
 
     KillWait=2: a cancelled, requeued or timed-out job gets SIGKILL 2 s after SIGTERM (a job that has not started
-    training yet ignores SIGTERM: submitit bypasses it). slurmctld checks time limits every 30 s (fixed)."""
+    training yet ignores SIGTERM: submitit bypasses it). slurmctld checks time limits every 30 s (fixed).
+
+    SchedulerParameters=sched_interval=1: the main scheduling loop, which tests every pending job, runs every second
+    (default 60 s): a submitted job, or one released by `requeue`, starts within about a second (slurmctld.log's
+    submit and Allocate lines). A handful of jobs make the loop cheap."""
 
     def __init__(self, cpus: int = 8, memory_mb: int = 8192) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="lstm_zoo_slurm_"))
@@ -95,7 +99,7 @@ JobCompType=jobcomp/none
 KillWait=2
 InactiveLimit=0
 MinJobAge=600
-SchedulerParameters=sched_interval=2
+SchedulerParameters=sched_interval=1
 SlurmdParameters=config_overrides
 NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP

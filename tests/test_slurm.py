@@ -23,6 +23,7 @@ import pytest
 
 from lstm_zoo.evaluation import compare
 from tests.conftest import FAST, ROOT, write_prices_csv
+from tests.helpers import run_main
 from tests.slurm_cluster import SlurmCluster, missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
@@ -103,7 +104,8 @@ def test_walk_forward_sweep_on_slurm_pools_exactly_as_a_local_sweep(cluster, stu
     result = train(cluster, *walk_forward(study_csv), *SLURM, f"hydra.sweep.dir={on_slurm}")
     shown = result.stdout + result.stderr  # accounting is off: job states come from squeue, said once
     assert "Bypassing sacct error" not in shown and shown.count("job states come from squeue") == 1, shown
-    train(cluster, *walk_forward(study_csv), f"hydra.sweep.dir={local}")  # the basic launcher, in this process
+    # the same sweep with the basic launcher, run in this test process (no interpreter to start, torch is loaded)
+    run_main("train.py", ["-m", *walk_forward(study_csv), f"hydra.sweep.dir={local}"], check=True)
     for sweep in (on_slurm, local):  # scripts/compare.py's main, in this process
         compare.main([str(sweep), "--reps", "100"])
     pooled = [pd.read_csv(sweep / "pooled.csv").set_index("config").sort_index() for sweep in (on_slurm, local)]
@@ -143,7 +145,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
     assert "epoch 6/6" in log
 
     reference = tmp_path / "uninterrupted"
-    train(cluster, *job, f"hydra.sweep.dir={reference}")
+    run_main("train.py", ["-m", *job, f"hydra.sweep.dir={reference}"], check=True)  # the basic launcher, in here
     (expected,) = [json.loads(p.read_text()) for p in reference.glob("*/metrics.json")]
     assert {k: v for k, v in record.items() if k.startswith("test/")} == \
         {k: v for k, v in expected.items() if k.startswith("test/")}
@@ -165,7 +167,11 @@ def test_a_job_killed_by_its_time_limit_is_recorded_and_a_rerun_runs_only_what_i
                                not in first_jobs and "resuming this configuration's failed run" in log.read_text()]):
             assert second.poll() is None and time.monotonic() < deadline, second.stdout.read()[-3000:]
             time.sleep(0.5)
-        cluster.run("scancel", *resumed)  # it resumed from its failed run: no need to wait for its time limit again
+        # it resumed from its failed run: no need to wait for its time limit again. It gets the signal SLURM sends
+        # before the time limit (submitit's --signal=USR2@signal_delay_s, to the job's step), as the first sweep's
+        # job did: submitit ends it with a result at once. A plain scancel (SIGTERM, which submitit ignores, then
+        # SIGKILL) leaves no result: the sweep would wait for submitit's next squeue poll, then 15 s for a result.
+        cluster.run("scancel", "--signal=USR2", *resumed)
         shown, _ = second.communicate(timeout=300)
     finally:
         second.kill()
