@@ -21,7 +21,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_zoo.checkpoints import load_checkpoint, load_checkpoint_or_older, newest_complete_checkpoint
 from lstm_zoo.errors import CheckpointError, ConfigError
 from lstm_zoo.records import effective_status, read_record
 
@@ -85,6 +84,7 @@ def plan_run(cfg: DictConfig, out: Path, rank_zero: bool = True) -> Plan:
 
     Only rank 0 changes files; the other DDP ranks follow the decision rank 0 recorded before starting them.
     """
+    from lstm_zoo.checkpoints import load_checkpoint  # torch and Lightning: not for config_id in a sweep's parent
     plan = Plan(config_id(cfg))
     record = read_record(out)
     if not rank_zero and record and record.get("status") == "running" and record.get("config_id") == plan.config_id:
@@ -104,6 +104,7 @@ def plan_run(cfg: DictConfig, out: Path, rank_zero: bool = True) -> Plan:
 
 def plan_in_own_folder(plan: Plan, cfg: DictConfig, out: Path, record: dict | None, rank_zero: bool) -> bool:
     """The folder holds a run already: refuse, return its results, or resume it. False: start as if it were empty."""
+    from lstm_zoo.checkpoints import newest_complete_checkpoint
     force = bool(cfg.get("force", False))
     status, why = effective_status(record or {})
     if status == "running" and rank_zero:
@@ -149,6 +150,7 @@ def plan_in_own_folder(plan: Plan, cfg: DictConfig, out: Path, record: dict | No
 
 def plan_from_ckpt_path(plan: Plan, cfg: DictConfig, ckpt_path: str | None) -> Plan:
     """A run starting in an empty folder: from scratch, from a checkpoint file, or from another run's folder."""
+    from lstm_zoo.checkpoints import load_checkpoint_or_older, newest_complete_checkpoint
     if ckpt_path is None or str(ckpt_path) == "last":  # "last": this folder's own checkpoint, handled before
         return plan
     given = Path(str(ckpt_path)).expanduser()

@@ -34,6 +34,19 @@ def test_entry_points_import_neither_lightning_nor_torch() -> None:
     assert culprit is None, f"importing {culprit} loads {loaded[culprit]}"  # the first one that does
 
 
+def test_a_sweeps_parent_process_imports_neither_lightning_nor_torch() -> None:
+    """What the joblib and SLURM launchers import in the sweep's parent process: each job's folder status and its
+    configuration's id (lstm_zoo.lifecycle.config_id), not the checkpoints that only a job reads."""
+    code = ("import sys\n"
+            "import hydra_plugins.lstm_zoo_launchers.joblib_launcher, hydra_plugins.lstm_zoo_launchers.slurm_launcher\n"
+            "from lstm_zoo.lifecycle import config_id\n"
+            "from lstm_zoo.records import read_record, record_failure, write_json\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'torch'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
 def test_lightning_misconfiguration_is_a_user_error_once_lightning_is_loaded() -> None:
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
