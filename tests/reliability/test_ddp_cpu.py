@@ -80,6 +80,10 @@ def test_ddp_spawn_works_in_a_multirun(tmp_path: Path) -> None:
                               "hydra.sweep.subdir=${hydra.job.num}"], tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
     jobs = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
-    assert len(jobs) == 1 and read_metrics(jobs[0])["status"] == "completed"
+    metrics = read_metrics(jobs[0])
+    assert len(jobs) == 1 and metrics["status"] == "completed"
     last = torch.load(jobs[0] / "checkpoints" / "last.ckpt", weights_only=True)  # written by rank 0, a spawned child
     assert last["hyper_parameters"]["cell"] == "min_lstm" and last["global_step"] > 0  # it trained, under DDP
+    # the spawned ranks trained, not this (parent) process: metrics.json still counts their epoch, steps and time
+    assert metrics["epochs"] == 1 and metrics["optimizer_steps"] == last["global_step"]
+    assert len(metrics["timing"]["epochs"]) == 1 and metrics["timing"]["train"] > 0
