@@ -12,6 +12,8 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig
 
 from lstm_zoo.callbacks import ForecastPlot
@@ -72,7 +74,9 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), purge_ste
         configured.append(EpochTimer())
     purge = {"purge_step": purge_step} if purge_step is not None and \
         issubclass(get_class(cfg.logger._target_), TensorBoardLogger) else {}
-    return instantiate(cfg.trainer, callbacks=configured, logger=instantiate(cfg.logger, **purge), **options)
+    trainer = instantiate(cfg.trainer, callbacks=configured, logger=instantiate(cfg.logger, **purge), **options)
+    bring_back_spawned_fit(trainer)
+    return trainer
 
 
 def single_device_tester(trainer: L.Trainer) -> L.Trainer:
@@ -80,3 +84,36 @@ def single_device_tester(trainer: L.Trainer) -> L.Trainer:
     plots = [c for c in trainer.callbacks if isinstance(c, ForecastPlot)]
     return L.Trainer(accelerator=trainer.accelerator, devices=1, logger=trainer.logger, callbacks=plots,
                      default_root_dir=trainer.default_root_dir, enable_progress_bar=False, enable_model_summary=False)
+
+
+class SpawnedFitLauncher(_MultiProcessingLauncher):
+    """ddp_spawn's launcher, which also brings back how far rank 0's `fit` got: its loop state (the epochs and
+    optimizer steps) and its EpochTimer's timings. Lightning's brings back only the weights, the best checkpoint
+    path and callback_metrics, so in this (parent) process, which trained nothing, the trainer would say epoch 0
+    and step 0 and the EpochTimer would have timed no epoch."""
+
+    TIMED = ("setup_done", "epochs", "sanity_validation")  # what Stopwatch reads from an EpochTimer
+
+    def get_extra_results(self, trainer: L.Trainer) -> dict:
+        extra = super().get_extra_results(trainer)
+        if trainer.state.fn == TrainerFn.FITTING:  # plain numbers (a callback's vars hold the module)
+            extra.update(fit_loop=trainer.fit_loop.state_dict(),
+                         epoch_timers=[{k: getattr(c, k) for k in self.TIMED} for c in trainer.callbacks
+                                       if isinstance(c, EpochTimer)])
+        return extra
+
+    def update_main_process_results(self, trainer: L.Trainer, extra: dict) -> None:
+        super().update_main_process_results(trainer, extra)
+        if "fit_loop" in extra:
+            trainer.fit_loop.load_state_dict(extra["fit_loop"])  # as a resume restores it: current_epoch, global_step
+            # perf_counter is CLOCK_MONOTONIC on Linux, one clock for a machine's processes: rank 0's setup_done
+            # holds here, and `data` counts starting the ranks too (as under popen, where it counts launching them)
+            for timer, state in zip([c for c in trainer.callbacks if isinstance(c, EpochTimer)], extra["epoch_timers"]):
+                vars(timer).update(state)
+
+
+def bring_back_spawned_fit(trainer: L.Trainer) -> None:
+    """Under ddp_spawn (any start method but popen) give `trainer` the launcher that brings back the ranks' fit."""
+    launcher = trainer.strategy.launcher
+    if type(launcher) is _MultiProcessingLauncher:
+        trainer.strategy._launcher = SpawnedFitLauncher(trainer.strategy, start_method=launcher._start_method)

@@ -11,8 +11,6 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -141,39 +139,6 @@ def recorded_results(plan: Plan, out: Path, rank_zero: bool) -> dict[str, float]
     return metrics
 
 
-class SpawnedFitLauncher(_MultiProcessingLauncher):
-    """ddp_spawn's launcher, which also brings back how far rank 0's `fit` got: its loop state (the epochs and
-    optimizer steps) and its EpochTimer's timings. Lightning's brings back only the weights, the best checkpoint
-    path and callback_metrics, so in this (parent) process, which trained nothing, the trainer would say epoch 0
-    and step 0 and the EpochTimer would have timed no epoch."""
-
-    TIMED = ("setup_done", "epochs", "sanity_validation")  # what Stopwatch reads from an EpochTimer
-
-    def get_extra_results(self, trainer: L.Trainer) -> dict:
-        extra = super().get_extra_results(trainer)
-        if trainer.state.fn == TrainerFn.FITTING:  # plain numbers (a callback's vars hold the module)
-            extra.update(fit_loop=trainer.fit_loop.state_dict(),
-                         epoch_timers=[{k: getattr(c, k) for k in self.TIMED} for c in trainer.callbacks
-                                       if isinstance(c, EpochTimer)])
-        return extra
-
-    def update_main_process_results(self, trainer: L.Trainer, extra: dict) -> None:
-        super().update_main_process_results(trainer, extra)
-        if "fit_loop" in extra:
-            trainer.fit_loop.load_state_dict(extra["fit_loop"])  # as a resume restores it: current_epoch, global_step
-            # perf_counter is CLOCK_MONOTONIC on Linux, one clock for a machine's processes: rank 0's setup_done
-            # holds here, and `data` counts starting the ranks too (as under popen, where it counts launching them)
-            for timer, state in zip([c for c in trainer.callbacks if isinstance(c, EpochTimer)], extra["epoch_timers"]):
-                vars(timer).update(state)
-
-
-def bring_back_spawned_fit(trainer: L.Trainer) -> None:
-    """Under ddp_spawn (any start method but popen) give `trainer` the launcher that brings back the ranks' fit."""
-    launcher = trainer.strategy.launcher
-    if type(launcher) is _MultiProcessingLauncher:
-        trainer.strategy._launcher = SpawnedFitLauncher(trainer.strategy, start_method=launcher._start_method)
-
-
 def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock: Stopwatch) -> None:
     """Build the run's objects, train (resuming `plan.ckpt_path`), test `cfg.test_checkpoint`; fills `metrics`,
     with where the time went under `timing` (`lstm_zoo.timing`)."""
@@ -186,7 +151,6 @@ def train_and_test(cfg: DictConfig, out: Path, plan: Plan, metrics: dict, clock:
         return
     if plan.checkpoint is not None:
         keep_best_across_folders(trainer, plan.checkpoint)
-    bring_back_spawned_fit(trainer)
 
     started = clock.lap("build")
     reused = refit_checkpoint(cfg, out) if plan.ckpt_path is None else None  # backtest.refit_every > 1
