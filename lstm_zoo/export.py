@@ -76,7 +76,13 @@ def layout(model: Forecaster, data_state: dict, fmt: str) -> dict:
 
 
 def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
-    """torch.onnx.export with torch 2.13's default, the dynamo (torch.export) exporter, and a dynamic batch."""
+    """torch.onnx.export with torch 2.13's default, the dynamo (torch.export) exporter, and a dynamic batch.
+
+    The graph is captured by torch.export.export (non-strict, as the exporter's first capture strategy does) and
+    handed to the exporter as an ExportedProgram. Left to capture it itself with a dynamic dimension, the exporter
+    swaps nn.LSTM/GRU for a while_loop (for dynamic sequence lengths; a window is fixed) that torch.compile traces:
+    about a third of export.py's time, for the same ONNX graph (nn.LSTM still becomes one ONNX LSTM node), and only
+    in the first export of a process, so tests exporting several models ran another path than export.py."""
     try:  # the dynamo exporter needs onnxscript, the parity check onnxruntime: a clear error beats torch's
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
@@ -95,9 +101,10 @@ def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
             # nn.LSTM re-assigns its flat weight list in forward; torch.export warns, and the export is still exact
             warnings.filterwarnings("ignore", message=".*were assigned during export.*")
             warnings.filterwarnings("ignore", message=".*_check_is_size will be removed.*")  # torch's own graph code
-            program = torch.onnx.export(served, (example,), dynamo=True, input_names=["windows"],
-                                        output_names=["forecast"], verbose=False,
-                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            captured = torch.export.export(served, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                                           strict=False)
+            program = torch.onnx.export(captured, (example,), dynamo=True, input_names=["windows"],
+                                        output_names=["forecast"], verbose=False, dynamic_shapes=({0: "batch"},))
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
