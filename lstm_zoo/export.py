@@ -100,7 +100,6 @@ def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it prints its progress
             # nn.LSTM re-assigns its flat weight list in forward; torch.export warns, and the export is still exact
             warnings.filterwarnings("ignore", message=".*were assigned during export.*")
-            warnings.filterwarnings("ignore", message=".*_check_is_size will be removed.*")  # torch's own graph code
             captured = torch.export.export(served, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                                            strict=False)
             program = torch.onnx.export(captured, (example,), dynamo=True, input_names=["windows"],
