@@ -78,11 +78,11 @@ def layout(model: Forecaster, data_state: dict, fmt: str) -> dict:
 def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
     """torch.onnx.export with torch 2.13's default, the dynamo (torch.export) exporter, and a dynamic batch.
 
-    The graph is captured by torch.export.export (non-strict, as the exporter's first capture strategy does) and
-    handed to the exporter as an ExportedProgram. Left to capture it itself with a dynamic dimension, the exporter
-    swaps nn.LSTM/GRU for a while_loop (for dynamic sequence lengths; a window is fixed) that torch.compile traces:
-    about a third of export.py's time, for the same ONNX graph (nn.LSTM still becomes one ONNX LSTM node), and only
-    in the first export of a process, so tests exporting several models ran another path than export.py."""
+    The graph is captured by torch.export.export (non-strict, the exporter's first capture strategy) and handed to
+    the exporter as an ExportedProgram, so every export of a process takes the same path. Left to capture it itself
+    with a dynamic dimension, the exporter swaps nn.LSTM/GRU for a while_loop (for dynamic sequence lengths; a window
+    is fixed) that torch.compile traces, in the first export of a process only; the ONNX graph is the same (nn.LSTM
+    becomes one ONNX LSTM node either way), and a small model's first export takes a third less time."""
     try:  # the dynamo exporter needs onnxscript, the parity check onnxruntime: a clear error beats torch's
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
