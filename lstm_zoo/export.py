@@ -81,8 +81,9 @@ def export_onnx(served: ServedForecaster, example: Tensor, path: Path) -> None:
     The graph is captured by torch.export.export (non-strict, the exporter's first capture strategy) and handed to
     the exporter as an ExportedProgram, so every export of a process takes the same path. Left to capture it itself
     with a dynamic dimension, the exporter swaps nn.LSTM/GRU for a while_loop (for dynamic sequence lengths; a window
-    is fixed) that torch.compile traces, in the first export of a process only; the ONNX graph is the same (nn.LSTM
-    becomes one ONNX LSTM node either way), and a small model's first export takes a third less time."""
+    is fixed) that torch.compile traces, or not, depending on what the process exported before (export.py's one
+    export does, exporting the same model again does not). The ONNX graph is the same (nn.LSTM becomes one ONNX LSTM
+    node either way), and a small model's export in a fresh process takes a third less time."""
     try:  # the dynamo exporter needs onnxscript, the parity check onnxruntime: a clear error beats torch's
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
