@@ -49,6 +49,8 @@ FAST_MODEL = {"hidden_size": 8, "num_layers": 1}
 # conf/debug/fast.yaml (1 epoch of 4 batches, 10-day windows, quiet) and a recurrent model of 1 layer of 8 units:
 # for the default model (stacked) or a recurrent one chosen with it; fast(name) suits any model
 FAST = ["debug=fast", *(f"model.{key}={value}" for key, value in FAST_MODEL.items())]
+# debug=fast draws no forecast plot (it was 40% of such a run); a test of the plot adds it back
+PLOT = "+callbacks.forecast_plot._target_=lstm_zoo.callbacks.ForecastPlot"
 
 
 def fast(name: str) -> list[str]:

@@ -18,6 +18,7 @@ from lstm_zoo.data.sources import adjust_prices
 from lstm_zoo.data.splits import WalkForward, single_split
 from lstm_zoo.errors import user_error
 from lstm_zoo.pipeline import run
+from tests.helpers import PLOT
 
 CALENDAR = pd.bdate_range("2010-01-01", "2020-06-30")
 
@@ -247,7 +248,7 @@ def test_changing_only_fold_ks_test_prices_leaves_fold_ks_training_bit_identical
     frame.loc[tested, ["Open", "High", "Low", "Close"]] *= 1.3
     frame.to_csv(tmp_path / "changed.csv", index=False, date_format="%Y-%m-%d")
     overrides = ("backtest.fold=1", "data.target_transform=diff", "callbacks=early_stopping",
-                 "callbacks.early_stopping.patience=1", "trainer.max_epochs=3")
+                 "callbacks.early_stopping.patience=1", "trainer.max_epochs=3", PLOT)
     runs = [tmp_path / "original", tmp_path / "changed"]
     metrics = [run(fold_cfg(path, out, *overrides)) for path, out in zip((tickers_csv, tmp_path / "changed.csv"), runs)]
     weights = [torch.load(m["best_checkpoint"], weights_only=True)["state_dict"] for m in metrics]

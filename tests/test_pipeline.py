@@ -23,7 +23,7 @@ from lstm_zoo.build import DropLightningNoise
 from lstm_zoo.evaluation.report import experiment_hparams
 from lstm_zoo.models import RNNForecaster
 from lstm_zoo.pipeline import run
-from tests.helpers import run_main
+from tests.helpers import PLOT, run_main
 
 
 def tensorboard_tags(log_dir) -> set[str]:
@@ -37,7 +37,7 @@ def tensorboard_tags(log_dir) -> set[str]:
 
 
 def test_run_writes_every_output_of_a_training_run(fast_cfg, tmp_path):
-    metrics = run(fast_cfg("trainer.max_epochs=2"))
+    metrics = run(fast_cfg("trainer.max_epochs=2", PLOT))
     out = tmp_path / "run"
     assert metrics["status"] == "completed" and metrics["epochs"] == 2
     for key in ("test/rmse", "test/mae", "test/mape", "test/persistence_rmse", "val/rmse", "train_seconds"):
